@@ -1,0 +1,21 @@
+//! Schema migrations for Stockroom. Never edit a migration that has been applied; add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_catalog;
+mod m20261123_000002_create_stock_and_reservations;
+mod m20261123_000003_create_outbox;
+
+/// The ordered list of migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261123_000001_create_catalog::Migration),
+            Box::new(m20261123_000002_create_stock_and_reservations::Migration),
+            Box::new(m20261123_000003_create_outbox::Migration),
+        ]
+    }
+}

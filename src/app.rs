@@ -1,0 +1,205 @@
+//! Builds the application: database, broker, relay, feed, sweeper, schema and router; runs it
+//! until SIGINT/SIGTERM, then shuts down in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::db::{self, Db};
+use crate::domain::reservations;
+use crate::events::broker::{Broker, MemoryBroker, RedisBroker};
+use crate::events::feed::Feed;
+use crate::events::relay::{self, RelayConfig};
+use crate::graphql::{self, auth::ApiKeys};
+
+/// How long shutdown waits for in-flight requests and connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Shared services, cloned into every request.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database pool and write helper.
+    pub db: Db,
+    /// The broker the relay publishes to.
+    pub broker: Arc<dyn Broker>,
+    /// The live event feed.
+    pub feed: Feed,
+    /// Configured API keys.
+    pub keys: ApiKeys,
+    /// Prometheus renderer, when this process installed the recorder.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// `memory`, `ok` or `down`.
+    pub fn broker_status(&self) -> &'static str {
+        match (self.broker.kind(), self.broker.is_up()) {
+            ("memory", _) => "memory",
+            (_, true) => "ok",
+            (_, false) => "down",
+        }
+    }
+}
+
+/// A startup failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {message}")]
+pub struct StartupError {
+    context: &'static str,
+    message: String,
+}
+
+fn startup(context: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StartupError {
+    move |e| StartupError { context, message: e.to_string() }
+}
+
+/// `stockroom migrate`.
+pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
+    let conn = db::connect(settings).await.map_err(|e| startup("connecting to the database")(&e))?;
+    db::migrate(&conn).await.map_err(|e| startup("migrating")(&e))
+}
+
+/// `stockroom schema`: the SDL.
+pub fn schema_sdl() -> String {
+    graphql::build_schema(None).sdl()
+}
+
+fn api_keys(settings: &Settings) -> Result<ApiKeys, StartupError> {
+    let keys = match &settings.api_keys {
+        Some(spec) => ApiKeys::parse(spec).map_err(|e| startup("reading --api-keys")(&e))?,
+        None => ApiKeys::default(),
+    };
+    if keys.is_open() && !settings.listen.ip().is_loopback() {
+        let generated = uuid::Uuid::new_v4().simple().to_string();
+        println!("no API keys configured and listening beyond loopback: generated admin key {generated}");
+        return Ok(ApiKeys::single_admin(&generated));
+    }
+    if keys.is_open() {
+        tracing::warn!("no API keys configured: every local caller is admin (loopback only)");
+    }
+    Ok(keys)
+}
+
+fn broker(settings: &Settings) -> Result<Arc<dyn Broker>, StartupError> {
+    match &settings.redis_url {
+        Some(url) => {
+            let broker = RedisBroker::new(url, settings.stream.clone(), settings.stream_maxlen)
+                .map_err(|e| startup("reading --redis-url")(&e))?;
+            Ok(Arc::new(broker))
+        }
+        None => Ok(Arc::new(MemoryBroker::new(10_000))),
+    }
+}
+
+fn relay_config(settings: &Settings) -> RelayConfig {
+    RelayConfig {
+        batch: settings.relay_batch.max(1),
+        poll: Duration::from_millis(settings.relay_poll_ms.max(10)),
+        backoff_base: Duration::from_millis(settings.relay_backoff_base_ms.max(1)),
+        backoff_cap: Duration::from_millis(settings.relay_backoff_cap_ms.max(1)),
+        max_attempts: settings.relay_max_attempts.max(1),
+        lease_ttl: Duration::from_secs(5),
+    }
+}
+
+fn install_metrics() -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok().map(|_| handle)
+}
+
+/// Expires overdue reservations every `interval`, until shutdown.
+fn spawn_sweeper(db: Db, settings: &Settings, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let interval = settings.sweep_interval();
+    let batch = settings.sweep_batch.max(1);
+    tokio::spawn(async move {
+        loop {
+            let swept = db.write(move |txn| Box::pin(reservations::expire_due(txn, batch))).await;
+            match swept {
+                Ok(n) if n as u64 == batch => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "expiry sweep failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    })
+}
+
+/// `stockroom serve`: migrate, bind, serve until a signal, then shut down in order.
+pub async fn serve(settings: Settings) -> Result<(), StartupError> {
+    let metrics = install_metrics();
+    let keys = api_keys(&settings)?;
+    let conn = db::connect(&settings).await.map_err(|e| startup("connecting to the database")(&e))?;
+    db::migrate(&conn).await.map_err(|e| startup("migrating")(&e))?;
+    let broker = broker(&settings)?;
+    let shutdown = CancellationToken::new();
+    let committed = Arc::new(Notify::new());
+    let relay_task = relay::spawn(
+        conn.clone(),
+        broker.clone(),
+        relay_config(&settings),
+        committed.clone(),
+        shutdown.clone(),
+    );
+    let (feed, feed_task) = Feed::start(conn.clone(), broker.clone(), shutdown.clone())
+        .await
+        .map_err(|e| startup("starting the feed")(&e))?;
+    let db = Db::new(conn, committed);
+    let sweeper = spawn_sweeper(db.clone(), &settings, shutdown.clone());
+    let state = AppState { db, broker, feed, keys, metrics };
+    let schema = graphql::build_schema(Some(state.clone()));
+    let router = crate::http::router(state, schema);
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| startup("binding --listen")(&e))?;
+    let address = listener.local_addr().map_err(|e| startup("binding --listen")(&e))?;
+    println!("listening on http://{address}");
+    tracing::info!(%address, "listening on http://{address}");
+
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(|e| startup("serving")(&e))?,
+        _ = grace => tracing::warn!("connections still open after the grace period; closing them"),
+    }
+    for task in [relay_task, feed_task, sweeper] {
+        if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+            tracing::warn!("a background task did not stop in time");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

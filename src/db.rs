@@ -1,0 +1,114 @@
+//! Database connection (SQLite pragmas for the embedded default) and the write-transaction helper.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::Notify;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+
+use crate::config::Settings;
+use crate::error::{AppError, AppResult, is_unique_violation};
+
+/// Opens the pool. SQLite gets WAL, `synchronous=NORMAL`, a 10 s busy timeout and foreign keys.
+pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(settings.database_url.clone());
+    options
+        .max_connections(settings.db_pool.max(2))
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .create_if_missing(true)
+        });
+    Database::connect(options).await
+}
+
+/// Applies pending migrations.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`, so the write lock is taken up
+/// front and concurrent writers queue on the busy timeout instead of failing mid-transaction.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Answers when the database can run a trivial query.
+pub async fn ping(db: &DatabaseConnection) -> bool {
+    db.ping().await.is_ok()
+}
+
+/// The database handle used by resolvers: the pool plus the relay's wake-up, so that every
+/// committed write reaches the relay at once.
+#[derive(Clone)]
+pub struct Db {
+    /// The connection pool.
+    pub conn: DatabaseConnection,
+    committed: Arc<Notify>,
+}
+
+/// How many times a write is retried after a transient conflict (unique race, deadlock).
+const WRITE_ATTEMPTS: usize = 3;
+
+impl Db {
+    /// Wraps a pool; `committed` is notified after each successful write.
+    pub fn new(conn: DatabaseConnection, committed: Arc<Notify>) -> Self {
+        Db { conn, committed }
+    }
+
+    /// Runs `work` in one write transaction and commits it; wakes the relay on success.
+    /// Retried (bounded) when the database reports a transient conflict.
+    pub async fn write<T, F>(&self, work: F) -> AppResult<T>
+    where
+        F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>,
+        T: Send,
+    {
+        let mut attempt = 1;
+        loop {
+            let txn = begin_write(&self.conn).await?;
+            let outcome = match work(&txn).await {
+                Ok(value) => txn.commit().await.map(|_| value).map_err(AppError::from),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(value) => {
+                    self.committed.notify_one();
+                    return Ok(value);
+                }
+                Err(AppError::Database(error)) if attempt < WRITE_ATTEMPTS && is_transient(&error) => {
+                    tracing::debug!(%error, attempt, "retrying write after a transient conflict");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// Unique races (two inserts of one idempotency key), deadlocks and serialization failures.
+fn is_transient(error: &DbErr) -> bool {
+    if is_unique_violation(error) {
+        return true;
+    }
+    let text = error.to_string();
+    text.contains("deadlock detected")
+        || text.contains("could not serialize")
+        || text.contains("database is locked")
+}

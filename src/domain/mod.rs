@@ -1,0 +1,44 @@
+//! Business rules, one file per aggregate. Functions take `&impl ConnectionTrait` (a connection
+//! or a transaction) and know nothing of GraphQL.
+
+pub mod idempotency;
+pub mod paging;
+pub mod products;
+pub mod reservations;
+pub mod stock;
+pub mod stores;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// The current time at the precision every backend stores (microseconds).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Trims `value` and checks it is non-empty and at most `max` characters.
+pub(crate) fn required_text(field: &str, value: &str, max: usize) -> crate::error::AppResult<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(crate::error::AppError::bad_input(format!("{field} must not be empty")));
+    }
+    if trimmed.chars().count() > max {
+        return Err(crate::error::AppError::bad_input(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Like [`required_text`] for optional fields; `None` stays `None`.
+pub(crate) fn optional_text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> crate::error::AppResult<Option<String>> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(crate::error::AppError::bad_input(format!(
+            "{field} must be at most {max} characters"
+        ))),
+        other => Ok(other),
+    }
+}

@@ -1,0 +1,72 @@
+//! Cursor pagination shared by every connection: page sizes and opaque cursors.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::error::{AppError, AppResult};
+
+/// Page size when `first` is not given.
+pub const DEFAULT_PAGE_SIZE: i32 = 20;
+/// Largest page size a client may ask for.
+pub const MAX_PAGE_SIZE: i32 = 100;
+
+/// A page request: how many rows and after which key.
+#[derive(Debug, Clone)]
+pub struct PageRequest<K> {
+    /// Rows wanted.
+    pub size: u64,
+    /// Key of the last row already seen.
+    pub after: Option<K>,
+}
+
+/// One page of rows and whether more follow.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The rows, in order.
+    pub items: Vec<T>,
+    /// True when rows follow this page.
+    pub has_next: bool,
+}
+
+/// Validates `first`: default 20, between 0 and 100.
+pub fn page_size(first: Option<i32>) -> AppResult<u64> {
+    let size = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(0..=MAX_PAGE_SIZE).contains(&size) {
+        return Err(AppError::bad_input(format!(
+            "first must be between 0 and {MAX_PAGE_SIZE}, got {size}"
+        )));
+    }
+    Ok(size as u64)
+}
+
+/// Builds a page request from GraphQL arguments, decoding the cursor with `parse`.
+pub fn request<K>(
+    first: Option<i32>,
+    after: Option<&str>,
+    kind: &str,
+    parse: impl Fn(&str) -> Option<K>,
+) -> AppResult<PageRequest<K>> {
+    let size = page_size(first)?;
+    let after = after.map(|cursor| decode(kind, cursor, &parse)).transpose()?;
+    Ok(PageRequest { size, after })
+}
+
+/// Encodes an opaque cursor for a row key.
+pub fn encode(kind: &str, key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}:{key}"))
+}
+
+fn decode<K>(kind: &str, cursor: &str, parse: &impl Fn(&str) -> Option<K>) -> AppResult<K> {
+    let invalid = || AppError::bad_input(format!("invalid cursor: {cursor:?}"));
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let key = text.strip_prefix(kind).and_then(|rest| rest.strip_prefix(':'));
+    key.and_then(parse).ok_or_else(invalid)
+}
+
+/// Splits `size + 1` fetched rows into a page and the `has_next` flag.
+pub fn split<T>(mut rows: Vec<T>, size: u64) -> Page<T> {
+    let has_next = rows.len() as u64 > size;
+    rows.truncate(size as usize);
+    Page { items: rows, has_next }
+}

@@ -1,0 +1,395 @@
+//! Reservations: PENDING → CONFIRMED | CANCELLED | EXPIRED. Reserving moves units from available
+//! to reserved; confirming sells them; cancelling or expiring releases them.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::idempotency::{self, IdempotencyClaim};
+use super::paging::{Page, PageRequest, split};
+use super::stock::{self, Change, Delta, LevelKey, positive};
+use super::{now, optional_text};
+use crate::entity::reservation::{self, Column};
+use crate::entity::{reservation_batch, stock_level};
+use crate::error::{AppError, AppResult};
+use crate::events::{self, NewEvent, types};
+
+/// Default reservation lifetime.
+pub const DEFAULT_TTL_SECONDS: i32 = 900;
+/// Longest reservation lifetime.
+pub const MAX_TTL_SECONDS: i32 = 86_400;
+/// Most lines in one batch.
+pub const MAX_BATCH_LINES: usize = 100;
+
+/// The four states of a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    /// Holding units until confirmed, cancelled or expired.
+    Pending,
+    /// Units sold.
+    Confirmed,
+    /// Units released by request.
+    Cancelled,
+    /// Units released by the TTL.
+    Expired,
+}
+
+impl Status {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Confirmed => "CONFIRMED",
+            Status::Cancelled => "CANCELLED",
+            Status::Expired => "EXPIRED",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(text: &str) -> Option<Status> {
+        [Status::Pending, Status::Confirmed, Status::Cancelled, Status::Expired]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// One line to reserve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    /// Which level.
+    pub key: LevelKey,
+    /// Units (> 0).
+    pub quantity: i32,
+}
+
+/// `reserveStock` / `reserveStockBatch` input.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reserve {
+    /// The lines; one for `reserveStock`.
+    pub lines: Vec<Line>,
+    /// Who the units are held for.
+    pub customer_id: Option<String>,
+    /// Lifetime in seconds, 1..=86400, default 900.
+    pub ttl_seconds: Option<i32>,
+    /// Replays the first result when repeated.
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Which reservations to list.
+#[derive(Debug, Clone, Default)]
+pub struct ReservationQuery {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this store.
+    pub store_id: Option<String>,
+    /// Only this product.
+    pub product_id: Option<Uuid>,
+    /// Only this customer.
+    pub customer_id: Option<String>,
+}
+
+/// Counts by status and the units currently held.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// PENDING count.
+    pub pending: i64,
+    /// CONFIRMED count.
+    pub confirmed: i64,
+    /// CANCELLED count.
+    pub cancelled: i64,
+    /// EXPIRED count.
+    pub expired: i64,
+    /// Units held by PENDING reservations.
+    pub reserved_quantity: i64,
+}
+
+fn ttl(seconds: Option<i32>) -> AppResult<Duration> {
+    let seconds = seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    if !(1..=MAX_TTL_SECONDS).contains(&seconds) {
+        return Err(AppError::bad_input(format!(
+            "ttlSeconds must be between 1 and {MAX_TTL_SECONDS}, got {seconds}"
+        )));
+    }
+    Ok(Duration::seconds(seconds.into()))
+}
+
+fn validate(input: &Reserve) -> AppResult<Duration> {
+    if input.lines.is_empty() {
+        return Err(AppError::bad_input("at least one line is required"));
+    }
+    if input.lines.len() > MAX_BATCH_LINES {
+        return Err(AppError::bad_input(format!("at most {MAX_BATCH_LINES} lines per batch")));
+    }
+    for line in &input.lines {
+        positive("quantity", line.quantity)?;
+    }
+    optional_text("customerId", input.customer_id.clone(), 200)?;
+    ttl(input.ttl_seconds)
+}
+
+/// Reserves every line or none, in the caller's transaction. Refusals for lack of stock are
+/// `INSUFFICIENT_STOCK`; the caller records `reservation.failed` after rolling back.
+pub async fn reserve(conn: &impl ConnectionTrait, input: Reserve) -> AppResult<Vec<reservation::Model>> {
+    let lifetime = validate(&input)?;
+    let operation = if input.lines.len() == 1 { "reserveStock" } else { "reserveStockBatch" };
+    let claim = IdempotencyClaim::new(operation, input.idempotency_key.as_deref(), &input)?;
+    if let Some(first) = idempotency::replay(conn, &claim).await? {
+        return Ok(first);
+    }
+    let at = now();
+    let batch_id = match input.lines.len() {
+        1 => None,
+        _ => Some(create_batch(conn, &input.customer_id, at).await?),
+    };
+    let mut made = Vec::with_capacity(input.lines.len());
+    let mut events = Vec::new();
+    for line in &input.lines {
+        let change = stock::change_level(conn, &line.key, None, hold(line.quantity)).await?;
+        let row = reservation::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            batch_id: Set(batch_id),
+            product_id: Set(line.key.product_id),
+            store_id: Set(line.key.store_id.clone()),
+            quantity: Set(line.quantity),
+            status: Set(Status::Pending.as_str().to_owned()),
+            customer_id: Set(input.customer_id.clone()),
+            reason: Set(None),
+            expires_at: Set(at + lifetime),
+            created_at: Set(at),
+            updated_at: Set(at),
+        }
+        .insert(conn)
+        .await?;
+        events.push(types::reservation_event(types::RESERVATION_CREATED, &row, &change.after));
+        events.extend(types::threshold_events(&change.before, &change.after));
+        made.push(row);
+    }
+    events::append(conn, events).await?;
+    idempotency::remember(conn, &claim, &made).await?;
+    Ok(made)
+}
+
+async fn create_batch(
+    conn: &impl ConnectionTrait,
+    customer_id: &Option<String>,
+    at: DateTime<Utc>,
+) -> AppResult<Uuid> {
+    let id = Uuid::now_v7();
+    reservation_batch::Entity::insert(reservation_batch::ActiveModel {
+        id: Set(id),
+        customer_id: Set(customer_id.clone()),
+        created_at: Set(at),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Plan for moving `units` from available to reserved.
+fn hold(units: i32) -> impl Fn(&stock_level::Model) -> AppResult<Delta> {
+    move |level| {
+        if level.available() < units {
+            return Err(AppError::InsufficientStock { requested: units, available: level.available() });
+        }
+        Ok(Delta { quantity: 0, reserved: units })
+    }
+}
+
+/// Records `reservation.failed` for the first line of `input` that cannot be served, in its own
+/// transaction after the refused one rolled back. Lines of unknown levels are skipped.
+pub async fn record_failure(conn: &impl ConnectionTrait, input: &Reserve) -> AppResult<()> {
+    for line in &input.lines {
+        let Some(level) = stock::find(conn, &line.key).await? else { continue };
+        if level.available() >= line.quantity {
+            continue;
+        }
+        let event = NewEvent {
+            event_type: types::RESERVATION_FAILED,
+            aggregate_type: types::AGGREGATE_STOCK,
+            aggregate_id: types::stock_aggregate_id(&level),
+            store_id: Some(level.store_id.clone()),
+            product_id: Some(level.product_id),
+            payload: json!({
+                "product_id": level.product_id,
+                "store_id": level.store_id,
+                "requested": line.quantity,
+                "available": level.available(),
+                "customer_id": input.customer_id,
+            }),
+        };
+        events::append(conn, vec![event]).await?;
+        return Ok(());
+    }
+    Ok(())
+}
+
+/// A reservation by id.
+pub async fn find(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<Option<reservation::Model>> {
+    Ok(reservation::Entity::find_by_id(id).one(conn).await?)
+}
+
+async fn require(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<reservation::Model> {
+    find(conn, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("reservation {id} does not exist")))
+}
+
+/// Moves a PENDING reservation to `to`, only if it is still PENDING. False when it was not.
+async fn leave_pending(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+    to: Status,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+) -> AppResult<bool> {
+    let result = reservation::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(to.as_str()))
+        .col_expr(Column::Reason, Expr::value(reason))
+        .col_expr(Column::UpdatedAt, Expr::value(at))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Status.eq(Status::Pending.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+fn refuse_move(current: &reservation::Model, to: Status, at: DateTime<Utc>) -> AppError {
+    let state = match Status::parse(&current.status) {
+        Some(Status::Pending) if current.expires_at <= at => "EXPIRED".to_owned(),
+        _ => current.status.clone(),
+    };
+    AppError::invalid_state(format!(
+        "reservation {} is {state}; only a PENDING reservation can become {}",
+        current.id,
+        to.as_str()
+    ))
+}
+
+/// Ends a PENDING reservation with `to`, applying `delta` to its stock level and appending
+/// `event_type`.
+async fn finish(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+    to: Status,
+    reason: Option<String>,
+    event_type: &'static str,
+) -> AppResult<reservation::Model> {
+    let current = require(conn, id).await?;
+    let at = now();
+    let overdue = to != Status::Expired && current.expires_at <= at;
+    if overdue || !leave_pending(conn, id, to, reason.clone(), at).await? {
+        return Err(refuse_move(&current, to, at));
+    }
+    let units = current.quantity;
+    let delta = match to {
+        Status::Confirmed => Delta { quantity: -units, reserved: -units },
+        _ => Delta { quantity: 0, reserved: -units },
+    };
+    let key = LevelKey { product_id: current.product_id, store_id: current.store_id.clone() };
+    let Change { before, after } = stock::change_level(conn, &key, None, |_| Ok(delta)).await?;
+    let done = reservation::Model { status: to.as_str().to_owned(), reason, updated_at: at, ..current };
+    let mut events = vec![types::reservation_event(event_type, &done, &after)];
+    events.extend(types::threshold_events(&before, &after));
+    events::append(conn, events).await?;
+    Ok(done)
+}
+
+/// PENDING → CONFIRMED: the held units are sold.
+pub async fn confirm(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<reservation::Model> {
+    finish(conn, id, Status::Confirmed, None, types::RESERVATION_CONFIRMED).await
+}
+
+/// PENDING → CANCELLED: the held units are released.
+pub async fn cancel(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+    reason: Option<String>,
+) -> AppResult<reservation::Model> {
+    let reason = optional_text("reason", reason, 500)?;
+    finish(conn, id, Status::Cancelled, reason, types::RESERVATION_CANCELLED).await
+}
+
+/// Expires up to `limit` overdue PENDING reservations; returns how many. Safe when several
+/// processes sweep at once: each release is conditional on the reservation still being PENDING.
+pub async fn expire_due(conn: &impl ConnectionTrait, limit: u64) -> AppResult<usize> {
+    let due: Vec<Uuid> = reservation::Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .filter(Column::Status.eq(Status::Pending.as_str()))
+        .filter(Column::ExpiresAt.lte(now()))
+        .order_by_asc(Column::ExpiresAt)
+        .limit(limit)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let mut expired = 0;
+    for id in due {
+        match finish(conn, id, Status::Expired, Some("ttl".into()), types::RESERVATION_EXPIRED).await {
+            Ok(_) => expired += 1,
+            Err(AppError::InvalidState(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(expired)
+}
+
+/// A page of reservations in creation order.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    query: &ReservationQuery,
+    page: &PageRequest<Uuid>,
+) -> AppResult<Page<reservation::Model>> {
+    let mut select = reservation::Entity::find().order_by_asc(Column::Id);
+    if let Some(after) = page.after {
+        select = select.filter(Column::Id.gt(after));
+    }
+    if let Some(status) = query.status {
+        select = select.filter(Column::Status.eq(status.as_str()));
+    }
+    if let Some(store) = &query.store_id {
+        select = select.filter(Column::StoreId.eq(store.clone()));
+    }
+    if let Some(product) = query.product_id {
+        select = select.filter(Column::ProductId.eq(product));
+    }
+    if let Some(customer) = &query.customer_id {
+        select = select.filter(Column::CustomerId.eq(customer.clone()));
+    }
+    let rows = select.limit(page.size + 1).all(conn).await?;
+    Ok(split(rows, page.size))
+}
+
+/// Counts by status, and units held by PENDING reservations.
+pub async fn stats(conn: &impl ConnectionTrait, store_id: Option<&str>) -> AppResult<Stats> {
+    let mut select = reservation::Entity::find()
+        .select_only()
+        .column(Column::Status)
+        .column_as(Expr::from(Func::count(Expr::col(Column::Id))), "n")
+        .column_as(Expr::from(Func::sum(Expr::col(Column::Quantity))), "units")
+        .group_by(Column::Status);
+    if let Some(store) = store_id {
+        select = select.filter(Column::StoreId.eq(store));
+    }
+    let rows: Vec<(String, i64, Option<i64>)> = select.into_tuple().all(conn).await?;
+    let mut stats = Stats::default();
+    for (status, count, units) in rows {
+        match Status::parse(&status) {
+            Some(Status::Pending) => {
+                stats.pending = count;
+                stats.reserved_quantity = units.unwrap_or(0);
+            }
+            Some(Status::Confirmed) => stats.confirmed = count,
+            Some(Status::Cancelled) => stats.cancelled = count,
+            Some(Status::Expired) => stats.expired = count,
+            None => {}
+        }
+    }
+    Ok(stats)
+}

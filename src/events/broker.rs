@@ -1,0 +1,324 @@
+//! The `Broker` abstraction and its two implementations: Redis Streams and an in-process broker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use futures_util::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, RedisResult};
+use tokio::sync::broadcast;
+
+use crate::entity::event;
+
+/// How one event fared in a publish round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Now in the broker (or it already was: a republish after a crash).
+    Published,
+    /// The broker refused this event on its own merits.
+    Rejected(String),
+}
+
+/// Failure of the broker as a whole: nothing in the round can be assumed delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("broker unavailable: {0}")]
+pub struct BrokerDown(pub String);
+
+/// A positioned event as the broker carries it.
+pub type Envelope = Arc<event::Model>;
+
+/// Publishes positioned events in order and reads them back for the live feed.
+pub trait Broker: Send + Sync + 'static {
+    /// `redis` or `memory`.
+    fn kind(&self) -> &'static str;
+
+    /// Publishes `events` (ascending positions); one `Delivery` per event, in order.
+    fn publish<'a>(
+        &'a self,
+        events: &'a [event::Model],
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>>;
+
+    /// Reads events after `after_position`, waiting up to `block_ms` for new ones.
+    fn read_after(
+        &self,
+        after_position: i64,
+        block_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, BrokerDown>>;
+
+    /// True when the broker answered its last call.
+    fn is_up(&self) -> bool;
+}
+
+/// Stream entry ID of a position: `<position>-0`. `InventoryEvent.cursor` uses the same text.
+pub fn entry_id(position: i64) -> String {
+    format!("{position}-0")
+}
+
+/// Parses a cursor or stream entry ID (`N-0`, or a bare `N`) back into a position.
+pub fn parse_entry_id(text: &str) -> Option<i64> {
+    let position = match text.split_once('-') {
+        Some((millis, "0")) => millis,
+        Some(_) => return None,
+        None => text,
+    };
+    position.parse::<i64>().ok().filter(|p| *p >= 0)
+}
+
+/// The in-process broker: a bounded ring of recent events plus a wake-up channel.
+pub struct MemoryBroker {
+    top: AtomicI64,
+    recent: tokio::sync::RwLock<std::collections::VecDeque<Envelope>>,
+    wake: broadcast::Sender<()>,
+    capacity: usize,
+}
+
+impl MemoryBroker {
+    /// A broker that keeps the newest `capacity` events for readers.
+    pub fn new(capacity: usize) -> Self {
+        let (wake, _) = broadcast::channel(16);
+        MemoryBroker {
+            top: AtomicI64::new(0),
+            recent: tokio::sync::RwLock::new(std::collections::VecDeque::with_capacity(capacity)),
+            wake,
+            capacity: capacity.max(1),
+        }
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn publish<'a>(
+        &'a self,
+        events: &'a [event::Model],
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>> {
+        Box::pin(async move {
+            let mut recent = self.recent.write().await;
+            for e in events {
+                let position = e.position.unwrap_or_default();
+                if position > self.top.load(Ordering::Acquire) {
+                    if recent.len() == self.capacity {
+                        recent.pop_front();
+                    }
+                    recent.push_back(Arc::new(e.clone()));
+                    self.top.store(position, Ordering::Release);
+                }
+            }
+            drop(recent);
+            let _ = self.wake.send(());
+            Ok(vec![Delivery::Published; events.len()])
+        })
+    }
+
+    fn read_after(
+        &self,
+        after_position: i64,
+        block_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, BrokerDown>> {
+        Box::pin(async move {
+            let mut wake = self.wake.subscribe();
+            if self.top.load(Ordering::Acquire) <= after_position {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_millis(block_ms),
+                    wake.recv(),
+                )
+                .await;
+            }
+            let recent = self.recent.read().await;
+            Ok(recent
+                .iter()
+                .filter(|e| e.position.unwrap_or_default() > after_position)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn is_up(&self) -> bool {
+        true
+    }
+}
+
+/// Redis Streams: `XADD key [MAXLEN ~ n] <position>-0 field value …`, read with `XREAD BLOCK`.
+pub struct RedisBroker {
+    client: redis::Client,
+    publisher: tokio::sync::Mutex<Option<ConnectionManager>>,
+    reader: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    stream: String,
+    max_len: usize,
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl RedisBroker {
+    /// A broker for `url` and `stream`; connects lazily so the server starts while Redis is down.
+    pub fn new(url: &str, stream: String, max_len: usize) -> RedisResult<Self> {
+        Ok(RedisBroker {
+            client: redis::Client::open(url)?,
+            publisher: tokio::sync::Mutex::new(None),
+            reader: tokio::sync::Mutex::new(None),
+            stream,
+            max_len,
+            up: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, BrokerDown> {
+        let mut slot = self.publisher.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(10)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(|e| self.down(e))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn down(&self, error: redis::RedisError) -> BrokerDown {
+        self.up.store(false, Ordering::Relaxed);
+        BrokerDown(error.to_string())
+    }
+
+    fn xadd(&self, pipe: &mut redis::Pipeline, e: &event::Model) {
+        let cmd = pipe.cmd("XADD").arg(&self.stream);
+        if self.max_len > 0 {
+            cmd.arg("MAXLEN").arg("~").arg(self.max_len);
+        }
+        cmd.arg(entry_id(e.position.unwrap_or_default()))
+            .arg("id")
+            .arg(e.id.to_string())
+            .arg("type")
+            .arg(&e.event_type)
+            .arg("aggregate_type")
+            .arg(&e.aggregate_type)
+            .arg("aggregate_id")
+            .arg(&e.aggregate_id)
+            .arg("store_id")
+            .arg(e.store_id.clone().unwrap_or_default())
+            .arg("product_id")
+            .arg(e.product_id.map(|p| p.to_string()).unwrap_or_default())
+            .arg("payload")
+            .arg(e.payload.to_string())
+            .arg("occurred_at")
+            .arg(e.occurred_at.to_rfc3339());
+    }
+}
+
+/// True for Redis's refusal of an entry ID at or below the stream's top: already published.
+fn is_already_published(error: &redis::RedisError) -> bool {
+    error.to_string().contains("equal or smaller than the target stream top item")
+}
+
+fn is_connection_error(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+}
+
+impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn publish<'a>(
+        &'a self,
+        events: &'a [event::Model],
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for e in events {
+                self.xadd(&mut pipe, e);
+            }
+            let replies: Vec<RedisResult<String>> =
+                pipe.query_async(&mut conn).await.map_err(|e| self.down(e))?;
+            let mut deliveries = Vec::with_capacity(replies.len());
+            for reply in replies {
+                deliveries.push(match reply {
+                    Ok(_) => Delivery::Published,
+                    Err(e) if is_already_published(&e) => Delivery::Published,
+                    Err(e) if is_connection_error(&e) => return Err(self.down(e)),
+                    Err(e) => Delivery::Rejected(e.to_string()),
+                });
+            }
+            self.up.store(true, Ordering::Relaxed);
+            Ok(deliveries)
+        })
+    }
+
+    fn read_after(
+        &self,
+        after_position: i64,
+        block_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, BrokerDown>> {
+        Box::pin(async move {
+            let mut slot = self.reader.lock().await;
+            let mut conn = match slot.as_ref() {
+                Some(conn) => conn.clone(),
+                None => {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+                        .set_response_timeout(Some(std::time::Duration::from_millis(
+                            block_ms + 5_000,
+                        )));
+                    let conn = self
+                        .client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map_err(|e| self.down(e))?;
+                    slot.insert(conn).clone()
+                }
+            };
+            let options = StreamReadOptions::default().block(block_ms as usize).count(1000);
+            let reply: Option<StreamReadReply> = conn
+                .xread_options(&[&self.stream], &[entry_id(after_position)], &options)
+                .await
+                .map_err(|e| {
+                    *slot = None;
+                    self.down(e)
+                })?;
+            self.up.store(true, Ordering::Relaxed);
+            let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
+            Ok(entries.filter_map(|entry| decode_entry(&entry.id, &entry.map)).collect())
+        })
+    }
+
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
+
+/// Rebuilds an event from a stream entry written by `RedisBroker::xadd`.
+fn decode_entry(id: &str, fields: &HashMap<String, redis::Value>) -> Option<Envelope> {
+    let text = |name: &str| -> Option<String> {
+        fields.get(name).and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+    };
+    let optional = |name: &str| text(name).filter(|s| !s.is_empty());
+    Some(Arc::new(event::Model {
+        seq: 0,
+        id: text("id")?.parse().ok()?,
+        event_type: text("type")?,
+        aggregate_type: text("aggregate_type")?,
+        aggregate_id: text("aggregate_id")?,
+        store_id: optional("store_id"),
+        product_id: optional("product_id").and_then(|p| p.parse().ok()),
+        payload: serde_json::from_str(&text("payload")?).ok()?,
+        occurred_at: chrono::DateTime::parse_from_rfc3339(&text("occurred_at")?)
+            .ok()?
+            .with_timezone(&chrono::Utc),
+        position: Some(parse_entry_id(id)?),
+        published_at: Some(chrono::Utc::now()),
+        attempts: 0,
+        last_error: None,
+        dead_at: None,
+    }))
+}

@@ -1,0 +1,134 @@
+//! Appending events to the outbox inside the caller's transaction, and reading the log.
+
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::entity::event;
+
+/// An event about to be appended; the relay gives it a position later.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// `stock.updated`, `reservation.created`, …
+    pub event_type: &'static str,
+    /// `stock_level` or `reservation`.
+    pub aggregate_type: &'static str,
+    /// Id of the aggregate the event is about.
+    pub aggregate_id: String,
+    /// Store concerned, if any.
+    pub store_id: Option<String>,
+    /// Product concerned, if any.
+    pub product_id: Option<Uuid>,
+    /// Post-change state.
+    pub payload: Value,
+}
+
+/// Appends events in the caller's transaction.
+pub async fn append(conn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let rows = events.into_iter().map(|e| event::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        event_type: Set(e.event_type.to_owned()),
+        aggregate_type: Set(e.aggregate_type.to_owned()),
+        aggregate_id: Set(e.aggregate_id),
+        store_id: Set(e.store_id),
+        product_id: Set(e.product_id),
+        payload: Set(e.payload),
+        occurred_at: Set(now),
+        attempts: Set(0),
+        ..Default::default()
+    });
+    event::Entity::insert_many(rows).exec_without_returning(conn).await?;
+    Ok(())
+}
+
+/// Which events a reader wants.
+#[derive(Debug, Clone, Default)]
+pub struct EventSelector {
+    /// Only these types (any when empty).
+    pub types: Vec<String>,
+    /// Only this store.
+    pub store_id: Option<String>,
+    /// Only this product.
+    pub product_id: Option<Uuid>,
+}
+
+impl EventSelector {
+    /// True when the event passes the filter.
+    pub fn matches(&self, e: &event::Model) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|t| t == &e.event_type))
+            && self.store_id.as_ref().is_none_or(|s| e.store_id.as_ref() == Some(s))
+            && self.product_id.is_none_or(|p| e.product_id == Some(p))
+    }
+}
+
+/// Positioned events after `after`, in log order, at most `limit`.
+pub async fn read_log(
+    conn: &impl ConnectionTrait,
+    after: i64,
+    selector: &EventSelector,
+    limit: u64,
+) -> Result<Vec<event::Model>, DbErr> {
+    let mut query = event::Entity::find()
+        .filter(event::Column::Position.gt(after))
+        .order_by_asc(event::Column::Position)
+        .limit(limit);
+    if !selector.types.is_empty() {
+        query = query.filter(event::Column::EventType.is_in(selector.types.clone()));
+    }
+    if let Some(store) = &selector.store_id {
+        query = query.filter(event::Column::StoreId.eq(store.clone()));
+    }
+    if let Some(product) = selector.product_id {
+        query = query.filter(event::Column::ProductId.eq(product));
+    }
+    query.all(conn).await
+}
+
+/// Outbox figures: pending count, dead count, oldest pending, last publish.
+#[derive(Debug, Clone)]
+pub struct OutboxFigures {
+    /// Events not yet published and not dead.
+    pub pending: u64,
+    /// Events given up on.
+    pub dead: u64,
+    /// When the oldest pending event occurred.
+    pub oldest_pending: Option<chrono::DateTime<Utc>>,
+    /// When the last event was published.
+    pub last_published: Option<chrono::DateTime<Utc>>,
+}
+
+/// Reads the outbox figures.
+pub async fn figures(conn: &impl ConnectionTrait) -> Result<OutboxFigures, DbErr> {
+    let pending_filter = || {
+        event::Entity::find()
+            .filter(event::Column::PublishedAt.is_null())
+            .filter(event::Column::DeadAt.is_null())
+    };
+    let pending = pending_filter().count(conn).await?;
+    let oldest_pending = pending_filter()
+        .order_by_asc(event::Column::Seq)
+        .one(conn)
+        .await?
+        .map(|e| e.occurred_at);
+    let dead = event::Entity::find()
+        .filter(event::Column::DeadAt.is_not_null())
+        .count(conn)
+        .await?;
+    let last_published = event::Entity::find()
+        .select_only()
+        .expr(Func::max(Expr::col(event::Column::PublishedAt)))
+        .into_tuple::<Option<chrono::DateTime<Utc>>>()
+        .one(conn)
+        .await?
+        .flatten();
+    Ok(OutboxFigures { pending, dead, oldest_pending, last_published })
+}

@@ -1,0 +1,150 @@
+//! GraphQL schema assembly: one file per domain with its types, queries, mutations and
+//! subscriptions; loaders; authentication; error codes.
+
+pub mod auth;
+pub mod events;
+pub mod loaders;
+pub mod products;
+pub mod reservations;
+pub mod stock;
+pub mod stores;
+pub mod system;
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
+};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use async_graphql::{Context, MergedObject, MergedSubscription, Response, Schema, Value};
+
+use crate::app::AppState;
+use crate::domain::paging::Page;
+use crate::error::AppError;
+use loaders::{LevelsByProductLoader, ProductLoader, StoreLoader};
+
+/// Every query.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(
+    system::SystemQuery,
+    products::ProductQuery,
+    stores::StoreQuery,
+    stock::StockQuery,
+    reservations::ReservationQuery,
+    events::EventQuery,
+);
+
+/// Every mutation.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(
+    products::ProductMutation,
+    stores::StoreMutation,
+    stock::StockMutation,
+    reservations::ReservationMutation,
+    events::EventMutation,
+);
+
+/// Every subscription.
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(events::EventSubscription);
+
+/// The Stockroom schema.
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Builds the schema; `state` is absent only when printing the SDL.
+pub fn build_schema(state: Option<AppState>) -> AppSchema {
+    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+        .extension(ErrorCodes)
+        .limit_depth(12)
+        .limit_complexity(5_000)
+        .limit_recursive_depth(32);
+    if let Some(state) = state {
+        let db = state.db.clone();
+        builder = builder
+            .data(DataLoader::new(ProductLoader(db.clone()), tokio::spawn))
+            .data(DataLoader::new(StoreLoader(db.clone()), tokio::spawn))
+            .data(DataLoader::new(LevelsByProductLoader(db), tokio::spawn))
+            .data(state);
+    }
+    builder.finish()
+}
+
+/// The shared services, from the schema data.
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+/// Turns a domain page into a Relay connection.
+pub(crate) fn connection<M, T>(
+    page: Page<M>,
+    has_previous: bool,
+    cursor: impl Fn(&M) -> String,
+    node: impl Fn(M) -> T,
+) -> Connection<String, T>
+where
+    T: async_graphql::OutputType,
+{
+    let mut connection = Connection::new(has_previous, page.has_next);
+    connection
+        .edges
+        .extend(page.items.into_iter().map(|m| Edge::new(cursor(&m), node(m))));
+    connection
+}
+
+/// Gives every error its `extensions.code`. Errors from the domain carry an [`AppError`] as their
+/// source; internal ones are masked. Errors raised before resolvers run (parse, validation,
+/// unknown enum values, wrong types) are the client's: `BAD_USER_INPUT`.
+struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodes)
+    }
+}
+
+/// Sets `extensions.code` (and masks internal messages) on every error of a response.
+pub(crate) fn assign_codes(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_some() {
+            continue;
+        }
+        let code = match error.source.as_deref().and_then(|s| s.downcast_ref::<AppError>()) {
+            Some(app_error) => {
+                error.message = app_error.public_message();
+                for (name, value) in app_error.details() {
+                    extensions.set(name, value);
+                }
+                app_error.code()
+            }
+            None if error.source.is_some() => {
+                tracing::error!(message = %error.message, "unclassified resolver error");
+                error.message = "internal server error".to_owned();
+                "INTERNAL_SERVER_ERROR"
+            }
+            None => "BAD_USER_INPUT",
+        };
+        extensions.set("code", Value::from(code));
+        metrics::counter!("stockroom_errors_total", "code" => code).increment(1);
+    }
+    response
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for ErrorCodes {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        assign_codes(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        Box::pin(next.run(ctx, stream).map(assign_codes))
+    }
+}

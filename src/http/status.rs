@@ -1,0 +1,40 @@
+//! Liveness, readiness, metrics and the dashboard page.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use super::HttpState;
+use crate::events::outbox;
+
+/// `GET /healthz`: 200 while the process runs.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: 200 when the database answers, with broker and outbox state.
+pub async fn readyz(State(state): State<HttpState>) -> Response {
+    let app = &state.app;
+    let figures = outbox::figures(&app.db.conn).await;
+    let database_ok = figures.is_ok();
+    let body = json!({
+        "database": if database_ok { "ok" } else { "down" },
+        "broker": app.broker_status(),
+        "outboxPending": figures.map(|f| f.pending).unwrap_or_default(),
+    });
+    let status = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<HttpState>) -> Response {
+    let body = state.app.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// `GET /dashboard`: the live inventory dashboard.
+pub async fn dashboard() -> impl IntoResponse {
+    Html(include_str!("../../playground/dashboard.html"))
+}

@@ -1,0 +1,37 @@
+//! The `stockroom` binary: parses the command line and calls into the library.
+
+use clap::Parser;
+use stockroom::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.settings.log_json);
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => stockroom::app::serve(cli.settings).await,
+        Command::Migrate => stockroom::app::migrate(&cli.settings).await,
+        Command::Schema => {
+            print!("{}", stockroom::app::schema_sdl());
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "stockroom failed");
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
