@@ -144,7 +144,7 @@ impl Worker {
     /// Marks delivered events published; counts attempts on rejected ones and buries them at the
     /// limit.
     async fn record(&self, batch: &[event::Model], deliveries: &[Delivery]) -> Result<(), DbErr> {
-        let now = Utc::now();
+        let now = crate::domain::now();
         let mut published = Vec::new();
         let txn = begin_write(&self.db).await?;
         for (e, delivery) in batch.iter().zip(deliveries) {

@@ -28,6 +28,7 @@ use loaders::{LevelsByProductLoader, ProductLoader, StoreLoader};
 
 /// Every query.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
 pub struct QueryRoot(
     system::SystemQuery,
     products::ProductQuery,
@@ -39,6 +40,7 @@ pub struct QueryRoot(
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(
     products::ProductMutation,
     stores::StoreMutation,
@@ -49,6 +51,7 @@ pub struct MutationRoot(
 
 /// Every subscription.
 #[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
 pub struct SubscriptionRoot(events::EventSubscription);
 
 /// The Stockroom schema.

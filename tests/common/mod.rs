@@ -1,0 +1,261 @@
+//! Test harness: runs the real `stockroom` binary on a random port with a SQLite file in a temp
+//! dir, and talks to it over HTTP like any client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Keys every test server is started with.
+pub const ADMIN_KEY: &str = "admin-key-0001";
+/// A `write` key.
+pub const WRITE_KEY: &str = "write-key-0001";
+/// A `read` key.
+pub const READ_KEY: &str = "read-key-00001";
+
+/// How a test server is started.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Use this database file instead of a fresh one (for restarts and shared databases).
+    pub database: Option<PathBuf>,
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The SQLite file.
+    pub database: PathBuf,
+    /// Where the server's logs go.
+    pub log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A fresh server with a fresh database.
+    pub fn start() -> Server {
+        Server::start_with(Options::default())
+    }
+
+    /// A server started with `options`.
+    pub fn start_with(options: Options) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = options.database.clone().unwrap_or_else(|| dir.path().join("stockroom.db"));
+        let log = dir.path().join("server.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stockroom"));
+        command
+            .arg("serve")
+            .env("STOCKROOM_LISTEN", "127.0.0.1:0")
+            .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", database.display()))
+            .env("STOCKROOM_API_KEYS", format!("admin:{ADMIN_KEY},write:{WRITE_KEY},read:{READ_KEY}"))
+            .env("STOCKROOM_SWEEP_INTERVAL_MS", "100")
+            .env("RUST_LOG", "info")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (name, value) in &options.env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start stockroom");
+        let url = wait_for_listening(&mut child, &log);
+        Server { child, url, database, log, _dir: Some(dir) }
+    }
+
+    /// A client with the admin key.
+    pub fn admin(&self) -> Client {
+        self.client(Some(ADMIN_KEY))
+    }
+
+    /// A client with `key` (or none).
+    pub fn client(&self, key: Option<&str>) -> Client {
+        Client { http: reqwest::Client::new(), url: self.url.clone(), key: key.map(str::to_owned) }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait for server")
+    }
+
+    /// The server's logs so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Keeps the temp dir alive past this server (for a restart on the same database).
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for_listening(child: &mut Child, log: &std::path::Path) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let (found, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(at) = line.find("listening on http://") {
+                let _ = found.send(line[at + "listening on ".len()..].trim().to_owned());
+                sent = true;
+            }
+        }
+    });
+    match receive.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => url,
+        Err(_) => panic!(
+            "server did not print its address; logs:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ),
+    }
+}
+
+/// A GraphQL client over HTTP.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Base URL.
+    pub url: String,
+    key: Option<String>,
+}
+
+impl Client {
+    /// Posts a GraphQL request; returns the whole response body.
+    pub async fn request(&self, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("request sent");
+        assert!(response.status().as_u16() < 500, "server error {}", response.status());
+        response.json().await.expect("JSON response")
+    }
+
+    /// `data` of a request that must succeed.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let body = self.request(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// The `extensions.code` of a request that must fail.
+    pub async fn error_code(&self, query: &str, variables: Value) -> String {
+        let body = self.request(query, variables).await;
+        let code = body["errors"][0]["extensions"]["code"].as_str();
+        code.unwrap_or_else(|| panic!("expected an error with a code, got {body}")).to_owned()
+    }
+
+    /// Raw GET.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.url)).send().await.expect("GET")
+    }
+}
+
+/// Creates a store.
+pub async fn create_store(client: &Client, id: &str) {
+    client
+        .data(
+            "mutation($id: ID!) { createStore(input: {id: $id, name: $id}) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+}
+
+/// Creates a product; returns its id.
+pub async fn create_product(client: &Client, sku: &str) -> String {
+    let data = client
+        .data(
+            "mutation($sku: String!) { createProduct(input: {sku: $sku, name: $sku, price: \"9.99\"}) { id } }",
+            json!({ "sku": sku }),
+        )
+        .await;
+    data["createProduct"]["id"].as_str().expect("id").to_owned()
+}
+
+/// Creates a stock level.
+pub async fn init_stock(client: &Client, product: &str, store: &str, quantity: i32, reorder_point: i32) -> Value {
+    let data = client
+        .data(
+            "mutation($p: UUID!, $s: ID!, $q: Int!, $r: Int) {
+               initializeStock(input: {productId: $p, storeId: $s, quantity: $q, reorderPoint: $r}) {
+                 quantity reserved available version reorderPoint lowStock } }",
+            json!({ "p": product, "s": store, "q": quantity, "r": reorder_point }),
+        )
+        .await;
+    data["initializeStock"].clone()
+}
+
+/// A store with one product stocked at `quantity`; returns the product id.
+pub async fn seed(client: &Client, store: &str, sku: &str, quantity: i32) -> String {
+    create_store(client, store).await;
+    let product = create_product(client, sku).await;
+    init_stock(client, &product, store, quantity, 0).await;
+    product
+}
+
+/// The stock level of a product in a store.
+pub async fn level(client: &Client, product: &str, store: &str) -> Value {
+    let data = client
+        .data(
+            "query($p: UUID!, $s: ID!) { stockLevel(productId: $p, storeId: $s) {
+               quantity reserved available version lowStock reorderPoint } }",
+            json!({ "p": product, "s": store }),
+        )
+        .await;
+    data["stockLevel"].clone()
+}
+
+/// Every event in the log (waits until `min` have been positioned, up to 10 s).
+pub async fn events(client: &Client, min: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let data = client
+                .data(
+                    "query($after: String) { events(first: 100, after: $after) {
+                       edges { cursor node { id cursor type aggregateType aggregateId storeId productId payload occurredAt publishedAt } }
+                       pageInfo { hasNextPage endCursor } } }",
+                    json!({ "after": after }),
+                )
+                .await;
+            let page = &data["events"];
+            all.extend(page["edges"].as_array().expect("edges").iter().map(|e| e["node"].clone()));
+            if !page["pageInfo"]["hasNextPage"].as_bool().unwrap_or(false) {
+                break;
+            }
+            after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+        }
+        if all.len() >= min || Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The types of `events`, in order.
+pub fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+}
