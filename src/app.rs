@@ -54,13 +54,20 @@ pub struct StartupError {
 }
 
 fn startup(context: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StartupError {
-    move |e| StartupError { context, message: e.to_string() }
+    move |e| StartupError {
+        context,
+        message: e.to_string(),
+    }
 }
 
 /// `stockroom migrate`.
 pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
-    let conn = db::connect(settings).await.map_err(|e| startup("connecting to the database")(&e))?;
-    db::migrate(&conn).await.map_err(|e| startup("migrating")(&e))
+    let conn = db::connect(settings)
+        .await
+        .map_err(|e| startup("connecting to the database")(&e))?;
+    db::migrate(&conn)
+        .await
+        .map_err(|e| startup("migrating")(&e))
 }
 
 /// `stockroom schema`: the SDL.
@@ -75,7 +82,9 @@ fn api_keys(settings: &Settings) -> Result<ApiKeys, StartupError> {
     };
     if keys.is_open() && !settings.listen.ip().is_loopback() {
         let generated = uuid::Uuid::new_v4().simple().to_string();
-        println!("no API keys configured and listening beyond loopback: generated admin key {generated}");
+        println!(
+            "no API keys configured and listening beyond loopback: generated admin key {generated}"
+        );
         return Ok(ApiKeys::single_admin(&generated));
     }
     if keys.is_open() {
@@ -113,12 +122,18 @@ fn install_metrics() -> Option<PrometheusHandle> {
 }
 
 /// Expires overdue reservations every `interval`, until shutdown.
-fn spawn_sweeper(db: Db, settings: &Settings, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn spawn_sweeper(
+    db: Db,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let interval = settings.sweep_interval();
     let batch = settings.sweep_batch.max(1);
     tokio::spawn(async move {
         loop {
-            let swept = db.write(move |txn| Box::pin(reservations::expire_due(txn, batch))).await;
+            let swept = db
+                .write(move |txn| Box::pin(reservations::expire_due(txn, batch)))
+                .await;
             match swept {
                 Ok(n) if n as u64 == batch => continue,
                 Ok(_) => {}
@@ -136,8 +151,12 @@ fn spawn_sweeper(db: Db, settings: &Settings, shutdown: CancellationToken) -> to
 pub async fn serve(settings: Settings) -> Result<(), StartupError> {
     let metrics = install_metrics();
     let keys = api_keys(&settings)?;
-    let conn = db::connect(&settings).await.map_err(|e| startup("connecting to the database")(&e))?;
-    db::migrate(&conn).await.map_err(|e| startup("migrating")(&e))?;
+    let conn = db::connect(&settings)
+        .await
+        .map_err(|e| startup("connecting to the database")(&e))?;
+    db::migrate(&conn)
+        .await
+        .map_err(|e| startup("migrating")(&e))?;
     let broker = broker(&settings)?;
     let shutdown = CancellationToken::new();
     let committed = Arc::new(Notify::new());
@@ -153,19 +172,28 @@ pub async fn serve(settings: Settings) -> Result<(), StartupError> {
         .map_err(|e| startup("starting the feed")(&e))?;
     let db = Db::new(conn, committed);
     let sweeper = spawn_sweeper(db.clone(), &settings, shutdown.clone());
-    let state = AppState { db, broker, feed, keys, metrics };
+    let state = AppState {
+        db,
+        broker,
+        feed,
+        keys,
+        metrics,
+    };
     let schema = graphql::build_schema(Some(state.clone()));
     let router = crate::http::router(state, schema);
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| startup("binding --listen")(&e))?;
-    let address = listener.local_addr().map_err(|e| startup("binding --listen")(&e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| startup("binding --listen")(&e))?;
     println!("listening on http://{address}");
     tracing::info!(%address, "listening on http://{address}");
 
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -9,8 +9,8 @@ use tokio::sync::Notify;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 use crate::config::Settings;
@@ -24,7 +24,8 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30))
-        .sqlx_logging(false)
+        .sqlx_logging(settings.log_sql)
+        .sqlx_logging_level(tracing::log::LevelFilter::Info)
         .map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
@@ -92,7 +93,9 @@ impl Db {
                     self.committed.notify_one();
                     return Ok(value);
                 }
-                Err(AppError::Database(error)) if attempt < WRITE_ATTEMPTS && is_transient(&error) => {
+                Err(AppError::Database(error))
+                    if attempt < WRITE_ATTEMPTS && is_transient(&error) =>
+                {
                     tracing::debug!(%error, attempt, "retrying write after a transient conflict");
                     attempt += 1;
                 }

@@ -99,7 +99,10 @@ impl AppError {
     /// Extra `extensions` fields that help a client react (available stock, current version).
     pub fn details(&self) -> Vec<(&'static str, i32)> {
         match self {
-            AppError::InsufficientStock { requested, available } => {
+            AppError::InsufficientStock {
+                requested,
+                available,
+            } => {
                 vec![("requested", *requested), ("available", *available)]
             }
             AppError::VersionConflict { expected, current } => {

@@ -34,13 +34,26 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Products::Table)
                     .col(ColumnDef::new(Products::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(Products::Sku).string().not_null().unique_key())
+                    .col(
+                        ColumnDef::new(Products::Sku)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
                     .col(ColumnDef::new(Products::Name).string().not_null())
                     .col(ColumnDef::new(Products::Description).text())
                     .col(ColumnDef::new(Products::Category).string())
                     .col(ColumnDef::new(Products::Price).string())
-                    .col(ColumnDef::new(Products::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Products::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Products::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Products::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .check(Expr::col(Products::Sku).ne(""))
                     .to_owned(),
             )
@@ -60,7 +73,11 @@ impl MigrationTrait for Migration {
                     .table(Stores::Table)
                     .col(ColumnDef::new(Stores::Id).string().not_null().primary_key())
                     .col(ColumnDef::new(Stores::Name).string().not_null())
-                    .col(ColumnDef::new(Stores::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Stores::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .check(Expr::col(Stores::Id).ne(""))
                     .to_owned(),
             )
@@ -68,7 +85,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Stores::Table).to_owned()).await?;
-        manager.drop_table(Table::drop().table(Products::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Stores::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Products::Table).to_owned())
+            .await
     }
 }

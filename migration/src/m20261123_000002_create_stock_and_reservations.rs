@@ -67,11 +67,34 @@ fn stock_levels() -> TableCreateStatement {
         .col(ColumnDef::new(StockLevels::ProductId).uuid().not_null())
         .col(ColumnDef::new(StockLevels::StoreId).string().not_null())
         .col(ColumnDef::new(StockLevels::Quantity).integer().not_null())
-        .col(ColumnDef::new(StockLevels::Reserved).integer().not_null().default(0))
-        .col(ColumnDef::new(StockLevels::ReorderPoint).integer().not_null().default(0))
-        .col(ColumnDef::new(StockLevels::Version).integer().not_null().default(1))
-        .col(ColumnDef::new(StockLevels::CreatedAt).timestamp_with_time_zone().not_null())
-        .col(ColumnDef::new(StockLevels::UpdatedAt).timestamp_with_time_zone().not_null())
+        .col(
+            ColumnDef::new(StockLevels::Reserved)
+                .integer()
+                .not_null()
+                .default(0),
+        )
+        .col(
+            ColumnDef::new(StockLevels::ReorderPoint)
+                .integer()
+                .not_null()
+                .default(0),
+        )
+        .col(
+            ColumnDef::new(StockLevels::Version)
+                .integer()
+                .not_null()
+                .default(1),
+        )
+        .col(
+            ColumnDef::new(StockLevels::CreatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(StockLevels::UpdatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
         .check(Expr::col(StockLevels::Reserved).gte(0))
         .check(Expr::col(StockLevels::Quantity).gte(Expr::col(StockLevels::Reserved)))
         .check(Expr::col(StockLevels::ReorderPoint).gte(0))
@@ -100,17 +123,38 @@ fn stock_levels() -> TableCreateStatement {
 fn reservations() -> TableCreateStatement {
     Table::create()
         .table(Reservations::Table)
-        .col(ColumnDef::new(Reservations::Id).uuid().not_null().primary_key())
+        .col(
+            ColumnDef::new(Reservations::Id)
+                .uuid()
+                .not_null()
+                .primary_key(),
+        )
         .col(ColumnDef::new(Reservations::BatchId).uuid())
         .col(ColumnDef::new(Reservations::ProductId).uuid().not_null())
         .col(ColumnDef::new(Reservations::StoreId).string().not_null())
         .col(ColumnDef::new(Reservations::Quantity).integer().not_null())
-        .col(ColumnDef::new(Reservations::Status).string_len(16).not_null())
+        .col(
+            ColumnDef::new(Reservations::Status)
+                .string_len(16)
+                .not_null(),
+        )
         .col(ColumnDef::new(Reservations::CustomerId).string())
         .col(ColumnDef::new(Reservations::Reason).string())
-        .col(ColumnDef::new(Reservations::ExpiresAt).timestamp_with_time_zone().not_null())
-        .col(ColumnDef::new(Reservations::CreatedAt).timestamp_with_time_zone().not_null())
-        .col(ColumnDef::new(Reservations::UpdatedAt).timestamp_with_time_zone().not_null())
+        .col(
+            ColumnDef::new(Reservations::ExpiresAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(Reservations::CreatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(Reservations::UpdatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
         .check(Expr::col(Reservations::Quantity).gt(0))
         .check(Expr::col(Reservations::Status).is_in([
             "PENDING",
@@ -153,7 +197,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ReservationBatches::Table)
-                    .col(ColumnDef::new(ReservationBatches::Id).uuid().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(ReservationBatches::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(ReservationBatches::CustomerId).string())
                     .col(
                         ColumnDef::new(ReservationBatches::CreatedAt)
@@ -187,8 +236,17 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(IdempotencyKeys::Table)
-                    .col(ColumnDef::new(IdempotencyKeys::Key).string().not_null().primary_key())
-                    .col(ColumnDef::new(IdempotencyKeys::RequestHash).string().not_null())
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::Key)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::RequestHash)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(IdempotencyKeys::Response).json().not_null())
                     .col(
                         ColumnDef::new(IdempotencyKeys::CreatedAt)
@@ -207,7 +265,9 @@ impl MigrationTrait for Migration {
             ReservationBatches::Table.into_iden(),
             StockLevels::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -49,10 +49,19 @@ fn events() -> TableCreateStatement {
         .col(ColumnDef::new(Events::StoreId).string())
         .col(ColumnDef::new(Events::ProductId).uuid())
         .col(ColumnDef::new(Events::Payload).json().not_null())
-        .col(ColumnDef::new(Events::OccurredAt).timestamp_with_time_zone().not_null())
+        .col(
+            ColumnDef::new(Events::OccurredAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
         .col(ColumnDef::new(Events::Position).big_integer().unique_key())
         .col(ColumnDef::new(Events::PublishedAt).timestamp_with_time_zone())
-        .col(ColumnDef::new(Events::Attempts).integer().not_null().default(0))
+        .col(
+            ColumnDef::new(Events::Attempts)
+                .integer()
+                .not_null()
+                .default(0),
+        )
         .col(ColumnDef::new(Events::LastError).text())
         .col(ColumnDef::new(Events::DeadAt).timestamp_with_time_zone())
         .to_owned()
@@ -76,7 +85,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(RelayLeases::Table)
-                    .col(ColumnDef::new(RelayLeases::Name).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(RelayLeases::Name)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(RelayLeases::Holder).string().not_null())
                     .col(
                         ColumnDef::new(RelayLeases::ExpiresAt)
@@ -89,7 +103,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(RelayLeases::Table).to_owned()).await?;
-        manager.drop_table(Table::drop().table(Events::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(RelayLeases::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Events::Table).to_owned())
+            .await
     }
 }

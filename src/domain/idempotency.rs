@@ -24,7 +24,10 @@ impl IdempotencyClaim {
         let key = crate::domain::required_text("idempotencyKey", key, 200)?;
         let fingerprint = serde_json::to_string(input)
             .map_err(|e| AppError::Internal(format!("fingerprint: {e}")))?;
-        Ok(Some(IdempotencyClaim { key: format!("{operation}:{key}"), fingerprint }))
+        Ok(Some(IdempotencyClaim {
+            key: format!("{operation}:{key}"),
+            fingerprint,
+        }))
     }
 
     /// The stored result of an earlier call with this key, if any. The same key with another
@@ -33,7 +36,9 @@ impl IdempotencyClaim {
         &self,
         conn: &impl ConnectionTrait,
     ) -> AppResult<Option<T>> {
-        let Some(stored) = idempotency_key::Entity::find_by_id(self.key.clone()).one(conn).await?
+        let Some(stored) = idempotency_key::Entity::find_by_id(self.key.clone())
+            .one(conn)
+            .await?
         else {
             return Ok(None);
         };

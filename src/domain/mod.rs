@@ -16,10 +16,16 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// Trims `value` and checks it is non-empty and at most `max` characters.
-pub(crate) fn required_text(field: &str, value: &str, max: usize) -> crate::error::AppResult<String> {
+pub(crate) fn required_text(
+    field: &str,
+    value: &str,
+    max: usize,
+) -> crate::error::AppResult<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(crate::error::AppError::bad_input(format!("{field} must not be empty")));
+        return Err(crate::error::AppError::bad_input(format!(
+            "{field} must not be empty"
+        )));
     }
     if trimmed.chars().count() > max {
         return Err(crate::error::AppError::bad_input(format!(

@@ -47,7 +47,9 @@ pub fn request<K>(
     parse: impl Fn(&str) -> Option<K>,
 ) -> AppResult<PageRequest<K>> {
     let size = page_size(first)?;
-    let after = after.map(|cursor| decode(kind, cursor, &parse)).transpose()?;
+    let after = after
+        .map(|cursor| decode(kind, cursor, &parse))
+        .transpose()?;
     Ok(PageRequest { size, after })
 }
 
@@ -60,7 +62,9 @@ fn decode<K>(kind: &str, cursor: &str, parse: &impl Fn(&str) -> Option<K>) -> Ap
     let invalid = || AppError::bad_input(format!("invalid cursor: {cursor:?}"));
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let key = text.strip_prefix(kind).and_then(|rest| rest.strip_prefix(':'));
+    let key = text
+        .strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix(':'));
     key.and_then(parse).ok_or_else(invalid)
 }
 
@@ -68,5 +72,8 @@ fn decode<K>(kind: &str, cursor: &str, parse: &impl Fn(&str) -> Option<K>) -> Ap
 pub fn split<T>(mut rows: Vec<T>, size: u64) -> Page<T> {
     let has_next = rows.len() as u64 > size;
     rows.truncate(size as usize);
-    Page { items: rows, has_next }
+    Page {
+        items: rows,
+        has_next,
+    }
 }

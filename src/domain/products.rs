@@ -1,10 +1,10 @@
 //! Products: the catalogue.
 
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-};
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use uuid::Uuid;
 
 use super::paging::{Page, PageRequest, split};
@@ -84,7 +84,10 @@ pub async fn create(conn: &impl ConnectionTrait, input: NewProduct) -> AppResult
     };
     row.insert(conn).await.map_err(|e| {
         if is_unique_violation(&e) {
-            AppError::AlreadyExists(format!("a product with SKU {:?} already exists", input.sku.trim()))
+            AppError::AlreadyExists(format!(
+                "a product with SKU {:?} already exists",
+                input.sku.trim()
+            ))
         } else {
             e.into()
         }
@@ -123,14 +126,18 @@ pub async fn delete(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<bool> {
         .count(conn)
         .await?;
     if stocked > 0 {
-        return Err(AppError::invalid_state("the product still has stock; set it to zero first"));
+        return Err(AppError::invalid_state(
+            "the product still has stock; set it to zero first",
+        ));
     }
     let reserved = reservation::Entity::find()
         .filter(reservation::Column::ProductId.eq(id))
         .count(conn)
         .await?;
     if reserved > 0 {
-        return Err(AppError::invalid_state("the product has reservations and is kept for their history"));
+        return Err(AppError::invalid_state(
+            "the product has reservations and is kept for their history",
+        ));
     }
     stock_level::Entity::delete_many()
         .filter(stock_level::Column::ProductId.eq(id))
@@ -153,7 +160,10 @@ pub async fn require(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<product
 }
 
 /// A product by SKU.
-pub async fn find_by_sku(conn: &impl ConnectionTrait, sku: &str) -> AppResult<Option<product::Model>> {
+pub async fn find_by_sku(
+    conn: &impl ConnectionTrait,
+    sku: &str,
+) -> AppResult<Option<product::Model>> {
     let sku = required_text("sku", sku, 64)?;
     Ok(product::Entity::find()
         .filter(product::Column::Sku.eq(sku))
@@ -162,7 +172,10 @@ pub async fn find_by_sku(conn: &impl ConnectionTrait, sku: &str) -> AppResult<Op
 }
 
 /// Products by id, for the loader.
-pub async fn find_many(conn: &impl ConnectionTrait, ids: &[Uuid]) -> AppResult<Vec<product::Model>> {
+pub async fn find_many(
+    conn: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> AppResult<Vec<product::Model>> {
     Ok(product::Entity::find()
         .filter(product::Column::Id.is_in(ids.iter().copied()))
         .all(conn)
@@ -182,7 +195,12 @@ pub async fn list(
     if let Some(category) = &query.category {
         select = select.filter(product::Column::Category.eq(category.clone()));
     }
-    if let Some(search) = query.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(search) = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let pattern = format!("%{}%", search.to_lowercase());
         select = select.filter(
             sea_orm::Condition::any()

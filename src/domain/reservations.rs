@@ -53,9 +53,14 @@ impl Status {
 
     /// Parses the stored text.
     pub fn parse(text: &str) -> Option<Status> {
-        [Status::Pending, Status::Confirmed, Status::Cancelled, Status::Expired]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            Status::Pending,
+            Status::Confirmed,
+            Status::Cancelled,
+            Status::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 
@@ -125,7 +130,9 @@ fn validate(input: &Reserve) -> AppResult<Duration> {
         return Err(AppError::bad_input("at least one line is required"));
     }
     if input.lines.len() > MAX_BATCH_LINES {
-        return Err(AppError::bad_input(format!("at most {MAX_BATCH_LINES} lines per batch")));
+        return Err(AppError::bad_input(format!(
+            "at most {MAX_BATCH_LINES} lines per batch"
+        )));
     }
     for line in &input.lines {
         positive("quantity", line.quantity)?;
@@ -136,9 +143,16 @@ fn validate(input: &Reserve) -> AppResult<Duration> {
 
 /// Reserves every line or none, in the caller's transaction. Refusals for lack of stock are
 /// `INSUFFICIENT_STOCK`; the caller records `reservation.failed` after rolling back.
-pub async fn reserve(conn: &impl ConnectionTrait, input: Reserve) -> AppResult<Vec<reservation::Model>> {
+pub async fn reserve(
+    conn: &impl ConnectionTrait,
+    input: Reserve,
+) -> AppResult<Vec<reservation::Model>> {
     let lifetime = validate(&input)?;
-    let operation = if input.lines.len() == 1 { "reserveStock" } else { "reserveStockBatch" };
+    let operation = if input.lines.len() == 1 {
+        "reserveStock"
+    } else {
+        "reserveStockBatch"
+    };
     let claim = IdempotencyClaim::new(operation, input.idempotency_key.as_deref(), &input)?;
     if let Some(first) = idempotency::replay(conn, &claim).await? {
         return Ok(first);
@@ -167,7 +181,11 @@ pub async fn reserve(conn: &impl ConnectionTrait, input: Reserve) -> AppResult<V
         }
         .insert(conn)
         .await?;
-        events.push(types::reservation_event(types::RESERVATION_CREATED, &row, &change.after));
+        events.push(types::reservation_event(
+            types::RESERVATION_CREATED,
+            &row,
+            &change.after,
+        ));
         events.extend(types::threshold_events(&change.before, &change.after));
         made.push(row);
     }
@@ -196,9 +214,15 @@ async fn create_batch(
 fn hold(units: i32) -> impl Fn(&stock_level::Model) -> AppResult<Delta> {
     move |level| {
         if level.available() < units {
-            return Err(AppError::InsufficientStock { requested: units, available: level.available() });
+            return Err(AppError::InsufficientStock {
+                requested: units,
+                available: level.available(),
+            });
         }
-        Ok(Delta { quantity: 0, reserved: units })
+        Ok(Delta {
+            quantity: 0,
+            reserved: units,
+        })
     }
 }
 
@@ -206,7 +230,9 @@ fn hold(units: i32) -> impl Fn(&stock_level::Model) -> AppResult<Delta> {
 /// transaction after the refused one rolled back. Lines of unknown levels are skipped.
 pub async fn record_failure(conn: &impl ConnectionTrait, input: &Reserve) -> AppResult<()> {
     for line in &input.lines {
-        let Some(level) = stock::find(conn, &line.key).await? else { continue };
+        let Some(level) = stock::find(conn, &line.key).await? else {
+            continue;
+        };
         if level.available() >= line.quantity {
             continue;
         }
@@ -289,12 +315,26 @@ async fn finish(
     }
     let units = current.quantity;
     let delta = match to {
-        Status::Confirmed => Delta { quantity: -units, reserved: -units },
-        _ => Delta { quantity: 0, reserved: -units },
+        Status::Confirmed => Delta {
+            quantity: -units,
+            reserved: -units,
+        },
+        _ => Delta {
+            quantity: 0,
+            reserved: -units,
+        },
     };
-    let key = LevelKey { product_id: current.product_id, store_id: current.store_id.clone() };
+    let key = LevelKey {
+        product_id: current.product_id,
+        store_id: current.store_id.clone(),
+    };
     let Change { before, after } = stock::change_level(conn, &key, None, |_| Ok(delta)).await?;
-    let done = reservation::Model { status: to.as_str().to_owned(), reason, updated_at: at, ..current };
+    let done = reservation::Model {
+        status: to.as_str().to_owned(),
+        reason,
+        updated_at: at,
+        ..current
+    };
     let mut events = vec![types::reservation_event(event_type, &done, &after)];
     events.extend(types::threshold_events(&before, &after));
     events::append(conn, events).await?;
@@ -303,7 +343,14 @@ async fn finish(
 
 /// PENDING → CONFIRMED: the held units are sold.
 pub async fn confirm(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<reservation::Model> {
-    finish(conn, id, Status::Confirmed, None, types::RESERVATION_CONFIRMED).await
+    finish(
+        conn,
+        id,
+        Status::Confirmed,
+        None,
+        types::RESERVATION_CONFIRMED,
+    )
+    .await
 }
 
 /// PENDING → CANCELLED: the held units are released.
@@ -313,7 +360,14 @@ pub async fn cancel(
     reason: Option<String>,
 ) -> AppResult<reservation::Model> {
     let reason = optional_text("reason", reason, 500)?;
-    finish(conn, id, Status::Cancelled, reason, types::RESERVATION_CANCELLED).await
+    finish(
+        conn,
+        id,
+        Status::Cancelled,
+        reason,
+        types::RESERVATION_CANCELLED,
+    )
+    .await
 }
 
 /// Expires up to `limit` overdue PENDING reservations; returns how many. Safe when several
@@ -331,7 +385,15 @@ pub async fn expire_due(conn: &impl ConnectionTrait, limit: u64) -> AppResult<us
         .await?;
     let mut expired = 0;
     for id in due {
-        match finish(conn, id, Status::Expired, Some("ttl".into()), types::RESERVATION_EXPIRED).await {
+        match finish(
+            conn,
+            id,
+            Status::Expired,
+            Some("ttl".into()),
+            types::RESERVATION_EXPIRED,
+        )
+        .await
+        {
             Ok(_) => expired += 1,
             Err(AppError::InvalidState(_)) => {}
             Err(error) => return Err(error),

@@ -134,7 +134,9 @@ pub struct LevelQuery {
 
 fn non_negative(field: &str, value: i32) -> AppResult<i32> {
     if value < 0 {
-        return Err(AppError::bad_input(format!("{field} must not be negative, got {value}")));
+        return Err(AppError::bad_input(format!(
+            "{field} must not be negative, got {value}"
+        )));
     }
     Ok(value)
 }
@@ -142,13 +144,18 @@ fn non_negative(field: &str, value: i32) -> AppResult<i32> {
 /// Checks a quantity that must be positive.
 pub fn positive(field: &str, value: i32) -> AppResult<i32> {
     if value <= 0 {
-        return Err(AppError::bad_input(format!("{field} must be positive, got {value}")));
+        return Err(AppError::bad_input(format!(
+            "{field} must be positive, got {value}"
+        )));
     }
     Ok(value)
 }
 
 /// A level, if it exists.
-pub async fn find(conn: &impl ConnectionTrait, key: &LevelKey) -> AppResult<Option<stock_level::Model>> {
+pub async fn find(
+    conn: &impl ConnectionTrait,
+    key: &LevelKey,
+) -> AppResult<Option<stock_level::Model>> {
     Ok(stock_level::Entity::find()
         .filter(Column::ProductId.eq(key.product_id))
         .filter(Column::StoreId.eq(key.store_id.clone()))
@@ -200,7 +207,10 @@ pub async fn change_level(
     for _ in 0..MAX_ATTEMPTS {
         let before = require(conn, key).await?;
         if let Some(expected) = expected_version.filter(|v| *v != before.version) {
-            return Err(AppError::VersionConflict { expected, current: before.version });
+            return Err(AppError::VersionConflict {
+                expected,
+                current: before.version,
+            });
         }
         let delta = plan(&before)?;
         let after = stock_level::Model {
@@ -230,9 +240,15 @@ fn checked(field: &str, value: i32, delta: i32) -> AppResult<i32> {
 pub fn take_available(units: i32) -> impl Fn(&stock_level::Model) -> AppResult<Delta> {
     move |level| {
         if level.available() < units {
-            return Err(AppError::InsufficientStock { requested: units, available: level.available() });
+            return Err(AppError::InsufficientStock {
+                requested: units,
+                available: level.available(),
+            });
         }
-        Ok(Delta { quantity: -units, reserved: 0 })
+        Ok(Delta {
+            quantity: -units,
+            reserved: 0,
+        })
     }
 }
 
@@ -259,7 +275,10 @@ fn updated_events(change: &Change, reason: &Option<String>) -> Vec<NewEvent> {
 }
 
 /// Creates a stock level for an existing product and store.
-pub async fn initialize(conn: &impl ConnectionTrait, input: InitializeStock) -> AppResult<stock_level::Model> {
+pub async fn initialize(
+    conn: &impl ConnectionTrait,
+    input: InitializeStock,
+) -> AppResult<stock_level::Model> {
     let quantity = non_negative("quantity", input.quantity)?;
     let reorder_point = non_negative("reorderPoint", input.reorder_point.unwrap_or(0))?;
     products::require(conn, input.key.product_id).await?;
@@ -314,7 +333,10 @@ pub async fn set(conn: &impl ConnectionTrait, input: SetStock) -> AppResult<stoc
                 available: level.available(),
             });
         }
-        Ok(Delta { quantity: target - level.quantity, reserved: 0 })
+        Ok(Delta {
+            quantity: target - level.quantity,
+            reserved: 0,
+        })
     })
     .await?;
     events::append(conn, updated_events(&change, &input.reason)).await?;
@@ -322,7 +344,10 @@ pub async fn set(conn: &impl ConnectionTrait, input: SetStock) -> AppResult<stoc
 }
 
 /// Adds a signed delta; a negative one may not take more than is available.
-pub async fn adjust(conn: &impl ConnectionTrait, input: AdjustStock) -> AppResult<stock_level::Model> {
+pub async fn adjust(
+    conn: &impl ConnectionTrait,
+    input: AdjustStock,
+) -> AppResult<stock_level::Model> {
     if input.delta == 0 {
         return Err(AppError::bad_input("delta must not be zero"));
     }
@@ -332,10 +357,19 @@ pub async fn adjust(conn: &impl ConnectionTrait, input: AdjustStock) -> AppResul
     }
     let delta = input.delta;
     let change = if delta < 0 {
-        change_level(conn, &input.key, input.expected_version, take_available(-delta)).await?
+        change_level(
+            conn,
+            &input.key,
+            input.expected_version,
+            take_available(-delta),
+        )
+        .await?
     } else {
         change_level(conn, &input.key, input.expected_version, |_| {
-            Ok(Delta { quantity: delta, reserved: 0 })
+            Ok(Delta {
+                quantity: delta,
+                reserved: 0,
+            })
         })
         .await?
     };
@@ -354,11 +388,23 @@ pub async fn transfer(conn: &impl ConnectionTrait, input: TransferStock) -> AppR
     if let Some(first) = idempotency::replay(conn, &claim).await? {
         return Ok(first);
     }
-    let from_key = LevelKey { product_id: input.product_id, store_id: input.from_store_id.clone() };
-    let to_key = LevelKey { product_id: input.product_id, store_id: input.to_store_id.clone() };
+    let from_key = LevelKey {
+        product_id: input.product_id,
+        store_id: input.from_store_id.clone(),
+    };
+    let to_key = LevelKey {
+        product_id: input.product_id,
+        store_id: input.to_store_id.clone(),
+    };
     require(conn, &to_key).await?;
     let source = change_level(conn, &from_key, None, take_available(quantity)).await?;
-    let destination = change_level(conn, &to_key, None, |_| Ok(Delta { quantity, reserved: 0 })).await?;
+    let destination = change_level(conn, &to_key, None, |_| {
+        Ok(Delta {
+            quantity,
+            reserved: 0,
+        })
+    })
+    .await?;
     let mut events = vec![types::stock_event(
         types::STOCK_TRANSFERRED,
         &source.after,
@@ -376,7 +422,11 @@ pub async fn transfer(conn: &impl ConnectionTrait, input: TransferStock) -> AppR
     ]);
     events.extend(types::threshold_events(&source.before, &source.after));
     events::append(conn, events).await?;
-    let transfer = Transfer { from: source.after, to: destination.after, quantity };
+    let transfer = Transfer {
+        from: source.after,
+        to: destination.after,
+        quantity,
+    };
     idempotency::remember(conn, &claim, &transfer).await?;
     Ok(transfer)
 }
@@ -410,7 +460,10 @@ pub async fn list(
 }
 
 /// Stock levels of the given products, for the loader.
-pub async fn for_products(conn: &impl ConnectionTrait, ids: &[Uuid]) -> AppResult<Vec<stock_level::Model>> {
+pub async fn for_products(
+    conn: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> AppResult<Vec<stock_level::Model>> {
     Ok(stock_level::Entity::find()
         .filter(Column::ProductId.is_in(ids.iter().copied()))
         .order_by_asc(Column::Id)

@@ -1,6 +1,9 @@
 //! Stores: the places stock is held.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
+};
 
 use super::{now, required_text};
 use crate::entity::store;
@@ -17,7 +20,10 @@ pub struct NewStore {
 
 fn valid_store_id(id: &str) -> AppResult<String> {
     let id = required_text("store id", id, 64)?;
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err(AppError::bad_input(format!(
             "store id may hold only letters, digits, '-', '_' and '.', got {id:?}"
         )));
@@ -56,11 +62,17 @@ pub async fn require(conn: &impl ConnectionTrait, id: &str) -> AppResult<store::
 
 /// Every store, by id.
 pub async fn list(conn: &impl ConnectionTrait) -> AppResult<Vec<store::Model>> {
-    Ok(store::Entity::find().order_by_asc(store::Column::Id).all(conn).await?)
+    Ok(store::Entity::find()
+        .order_by_asc(store::Column::Id)
+        .all(conn)
+        .await?)
 }
 
 /// Stores by id, for the loader.
-pub async fn find_many(conn: &impl ConnectionTrait, ids: &[String]) -> AppResult<Vec<store::Model>> {
+pub async fn find_many(
+    conn: &impl ConnectionTrait,
+    ids: &[String],
+) -> AppResult<Vec<store::Model>> {
     Ok(store::Entity::find()
         .filter(store::Column::Id.is_in(ids.iter().cloned()))
         .all(conn)

@@ -122,11 +122,9 @@ impl Broker for MemoryBroker {
         Box::pin(async move {
             let mut wake = self.wake.subscribe();
             if self.top.load(Ordering::Acquire) <= after_position {
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_millis(block_ms),
-                    wake.recv(),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(block_ms), wake.recv())
+                        .await;
             }
             let recent = self.recent.read().await;
             Ok(recent
@@ -213,7 +211,9 @@ impl RedisBroker {
 
 /// True for Redis's refusal of an entry ID at or below the stream's top: already published.
 fn is_already_published(error: &redis::RedisError) -> bool {
-    error.to_string().contains("equal or smaller than the target stream top item")
+    error
+        .to_string()
+        .contains("equal or smaller than the target stream top item")
 }
 
 fn is_connection_error(error: &redis::RedisError) -> bool {
@@ -239,8 +239,10 @@ impl Broker for RedisBroker {
             for e in events {
                 self.xadd(&mut pipe, e);
             }
-            let replies: Vec<RedisResult<String>> =
-                pipe.query_async(&mut conn).await.map_err(|e| self.down(e))?;
+            let replies: Vec<RedisResult<String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.down(e))?;
             let mut deliveries = Vec::with_capacity(replies.len());
             for reply in replies {
                 deliveries.push(match reply {
@@ -278,7 +280,9 @@ impl Broker for RedisBroker {
                     slot.insert(conn).clone()
                 }
             };
-            let options = StreamReadOptions::default().block(block_ms as usize).count(1000);
+            let options = StreamReadOptions::default()
+                .block(block_ms as usize)
+                .count(1000);
             let reply: Option<StreamReadReply> = conn
                 .xread_options(&[&self.stream], &[entry_id(after_position)], &options)
                 .await
@@ -288,7 +292,9 @@ impl Broker for RedisBroker {
                 })?;
             self.up.store(true, Ordering::Relaxed);
             let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
-            Ok(entries.filter_map(|entry| decode_entry(&entry.id, &entry.map)).collect())
+            Ok(entries
+                .filter_map(|entry| decode_entry(&entry.id, &entry.map))
+                .collect())
         })
     }
 
@@ -300,7 +306,9 @@ impl Broker for RedisBroker {
 /// Rebuilds an event from a stream entry written by `RedisBroker::xadd`.
 fn decode_entry(id: &str, fields: &HashMap<String, redis::Value>) -> Option<Envelope> {
     let text = |name: &str| -> Option<String> {
-        fields.get(name).and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+        fields
+            .get(name)
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
     };
     let optional = |name: &str| text(name).filter(|s| !s.is_empty());
     Some(Arc::new(event::Model {

@@ -46,7 +46,9 @@ pub async fn append(conn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Resul
         attempts: Set(0),
         ..Default::default()
     });
-    event::Entity::insert_many(rows).exec_without_returning(conn).await?;
+    event::Entity::insert_many(rows)
+        .exec_without_returning(conn)
+        .await?;
     Ok(())
 }
 
@@ -65,7 +67,10 @@ impl EventSelector {
     /// True when the event passes the filter.
     pub fn matches(&self, e: &event::Model) -> bool {
         (self.types.is_empty() || self.types.iter().any(|t| t == &e.event_type))
-            && self.store_id.as_ref().is_none_or(|s| e.store_id.as_ref() == Some(s))
+            && self
+                .store_id
+                .as_ref()
+                .is_none_or(|s| e.store_id.as_ref() == Some(s))
             && self.product_id.is_none_or(|p| e.product_id == Some(p))
     }
 }
@@ -130,5 +135,10 @@ pub async fn figures(conn: &impl ConnectionTrait) -> Result<OutboxFigures, DbErr
         .one(conn)
         .await?
         .flatten();
-    Ok(OutboxFigures { pending, dead, oldest_pending, last_published })
+    Ok(OutboxFigures {
+        pending,
+        dead,
+        oldest_pending,
+        last_published,
+    })
 }

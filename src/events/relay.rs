@@ -42,6 +42,10 @@ const LEASE_NAME: &str = "outbox-relay";
 
 /// Everything the relay loop works with.
 struct Worker {
+    /// Until when this process is known to hold the lease without asking the database.
+    held_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When the gauges were last refreshed.
+    gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
     db: DatabaseConnection,
     broker: Arc<dyn Broker>,
     config: RelayConfig,
@@ -59,6 +63,8 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     let worker = Worker {
+        held_until: std::sync::Mutex::new(None),
+        gauges_at: std::sync::Mutex::new(None),
         db,
         broker,
         config,
@@ -104,7 +110,10 @@ impl Worker {
     fn backoff(&self, failures: u32) -> Duration {
         let base = self.config.backoff_base.as_millis() as u64;
         let cap = self.config.backoff_cap.as_millis() as u64;
-        let ceiling = base.saturating_mul(1u64 << failures.min(20)).min(cap).max(1);
+        let ceiling = base
+            .saturating_mul(1u64 << failures.min(20))
+            .min(cap)
+            .max(1);
         let jittered = rand::rng().random_range(ceiling / 2..=ceiling);
         Duration::from_millis(jittered)
     }
@@ -181,18 +190,41 @@ impl Worker {
     }
 
     async fn update_gauges(&self) -> Result<(), DbErr> {
+        {
+            let mut at = self.gauges_at.lock().unwrap_or_else(|e| e.into_inner());
+            if at.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+                return Ok(());
+            }
+            *at = Some(std::time::Instant::now());
+        }
         let figures = super::outbox::figures(&self.db).await?;
         metrics::gauge!("stockroom_outbox_pending").set(figures.pending as f64);
         metrics::gauge!("stockroom_outbox_dead").set(figures.dead as f64);
         Ok(())
     }
 
-    /// Takes or renews the lease; false when another live process holds it.
+    /// True while the lease is ours for at least half its lifetime, without asking the database;
+    /// otherwise takes or renews it. False when another live process holds it.
     async fn hold_lease(&self) -> Result<bool, DbErr> {
+        let fresh = |until: &Option<std::time::Instant>| {
+            until.is_some_and(|t| t > std::time::Instant::now() + self.config.lease_ttl / 2)
+        };
+        if fresh(&self.held_until.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(true);
+        }
+        let held = self.renew_lease().await?;
+        let until = held.then(|| std::time::Instant::now() + self.config.lease_ttl);
+        *self.held_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
+        Ok(held)
+    }
+
+    async fn renew_lease(&self) -> Result<bool, DbErr> {
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(self.config.lease_ttl).unwrap_or_default();
         let txn = begin_write(&self.db).await?;
-        let current = relay_lease::Entity::find_by_id(LEASE_NAME).one(&txn).await?;
+        let current = relay_lease::Entity::find_by_id(LEASE_NAME)
+            .one(&txn)
+            .await?;
         let held = match current {
             None => {
                 relay_lease::Entity::insert(relay_lease::ActiveModel {
@@ -206,7 +238,10 @@ impl Worker {
             }
             Some(lease) if lease.holder == self.holder || lease.expires_at < now => {
                 let renewed = relay_lease::Entity::update_many()
-                    .col_expr(relay_lease::Column::Holder, Expr::value(self.holder.clone()))
+                    .col_expr(
+                        relay_lease::Column::Holder,
+                        Expr::value(self.holder.clone()),
+                    )
                     .col_expr(relay_lease::Column::ExpiresAt, Expr::value(until))
                     .filter(relay_lease::Column::Name.eq(LEASE_NAME))
                     .filter(relay_lease::Column::Holder.eq(lease.holder))
@@ -274,7 +309,10 @@ async fn position_one(conn: &impl ConnectionTrait, seq: i64, position: i64) -> R
 /// Puts dead events back to pending (all when `ids` is `None`); returns how many.
 pub async fn redrive(conn: &impl ConnectionTrait, ids: Option<Vec<Uuid>>) -> Result<u64, DbErr> {
     let mut update = event::Entity::update_many()
-        .col_expr(event::Column::DeadAt, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(
+            event::Column::DeadAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
         .col_expr(event::Column::Attempts, Expr::value(0))
         .filter(event::Column::DeadAt.is_not_null());
     if let Some(ids) = ids {

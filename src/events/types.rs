@@ -67,7 +67,11 @@ pub fn level_state(level: &stock_level::Model) -> Value {
 
 /// An event about one stock level; `fields` are merged with the level's post-change state
 /// under `levels`.
-pub fn stock_event(event_type: &'static str, level: &stock_level::Model, fields: Value) -> NewEvent {
+pub fn stock_event(
+    event_type: &'static str,
+    level: &stock_level::Model,
+    fields: Value,
+) -> NewEvent {
     let mut payload = fields;
     payload["levels"] = json!([level_state(level)]);
     NewEvent {
@@ -145,7 +149,12 @@ pub fn levels_in(event: &crate::entity::event::Model) -> Vec<stock_level::Model>
 }
 
 fn level_from_state(state: &Value) -> Option<stock_level::Model> {
-    let int = |name: &str| state.get(name)?.as_i64().and_then(|v| i32::try_from(v).ok());
+    let int = |name: &str| {
+        state
+            .get(name)?
+            .as_i64()
+            .and_then(|v| i32::try_from(v).ok())
+    };
     let updated_at = serde_json::from_value(state.get("updated_at")?.clone()).ok()?;
     Some(stock_level::Model {
         id: 0,

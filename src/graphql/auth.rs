@@ -76,7 +76,9 @@ impl ApiKeys {
 
     /// Keys holding a single generated admin key.
     pub fn single_admin(key: &str) -> ApiKeys {
-        ApiKeys { keys: vec![(Role::Admin, key.as_bytes().to_vec())] }
+        ApiKeys {
+            keys: vec![(Role::Admin, key.as_bytes().to_vec())],
+        }
     }
 
     /// True when no keys are configured (open, loopback-only mode).
@@ -96,7 +98,9 @@ impl ApiKeys {
                 found = Some(*role);
             }
         }
-        found.map(|role| Principal { role }).ok_or(AppError::Unauthenticated)
+        found
+            .map(|role| Principal { role })
+            .ok_or(AppError::Unauthenticated)
     }
 }
 
@@ -104,7 +108,9 @@ impl ApiKeys {
 pub fn key_from_headers(authorization: Option<&str>, api_key: Option<&str>) -> Option<String> {
     let bearer = authorization.and_then(|value| {
         let (scheme, token) = value.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
     });
     bearer.or_else(|| api_key.map(|k| k.trim().to_owned()))
 }

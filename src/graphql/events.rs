@@ -7,8 +7,8 @@ use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::auth::{Role, RoleGuard};
-use super::stock::StockLevel;
 use super::state;
+use super::stock::StockLevel;
 use crate::domain::paging;
 use crate::error::AppError;
 use crate::events::broker::{Envelope, entry_id, parse_entry_id};
@@ -82,13 +82,20 @@ pub struct EventFilter {
 impl EventFilter {
     fn into_selector(self) -> Result<EventSelector, AppError> {
         let types = self.types.unwrap_or_default();
-        if let Some(unknown) = types.iter().find(|t| !types::ALL_TYPES.contains(&t.as_str())) {
+        if let Some(unknown) = types
+            .iter()
+            .find(|t| !types::ALL_TYPES.contains(&t.as_str()))
+        {
             return Err(AppError::bad_input(format!(
                 "unknown event type {unknown:?}; known: {}",
                 types::ALL_TYPES.join(", ")
             )));
         }
-        Ok(EventSelector { types, store_id: self.store_id.map(|s| s.0), product_id: self.product_id })
+        Ok(EventSelector {
+            types,
+            store_id: self.store_id.map(|s| s.0),
+            product_id: self.product_id,
+        })
     }
 }
 
@@ -123,12 +130,16 @@ impl EventQuery {
         let size = paging::page_size(first)?;
         let after = position_after(after.as_deref())?;
         let selector = selector(filter)?;
-        let mut rows = read_log(&state(ctx).db.conn, after.unwrap_or(0), &selector, size + 1).await?;
+        let mut rows =
+            read_log(&state(ctx).db.conn, after.unwrap_or(0), &selector, size + 1).await?;
         let has_next = rows.len() as u64 > size;
         rows.truncate(size as usize);
         let mut connection = Connection::new(after.is_some(), has_next);
         connection.edges.extend(rows.into_iter().map(|e| {
-            Edge::new(entry_id(e.position.unwrap_or_default()), InventoryEvent(e.into()))
+            Edge::new(
+                entry_id(e.position.unwrap_or_default()),
+                InventoryEvent(e.into()),
+            )
         }));
         Ok(connection)
     }
@@ -175,7 +186,8 @@ impl EventSubscription {
         let selector = selector(filter)?;
         let feed = state(ctx).feed.clone();
         Ok(feed.subscribe(after, selector).map(|item| {
-            item.map(InventoryEvent).map_err(|e| AppError::from(e).into())
+            item.map(InventoryEvent)
+                .map_err(|e| AppError::from(e).into())
         }))
     }
 
@@ -188,7 +200,11 @@ impl EventSubscription {
         store_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<StockLevel>> + use<>> {
         let store_id = store_id.map(|s| s.0);
-        let selector = EventSelector { types: Vec::new(), store_id: None, product_id };
+        let selector = EventSelector {
+            types: Vec::new(),
+            store_id: None,
+            product_id,
+        };
         let feed = state(ctx).feed.clone();
         let levels = feed.subscribe(None, selector).flat_map(move |item| {
             let levels: Vec<Result<StockLevel>> = match item {

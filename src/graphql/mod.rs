@@ -17,9 +17,9 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
 };
+use async_graphql::{Context, MergedObject, MergedSubscription, Response, Schema, Value};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use async_graphql::{Context, MergedObject, MergedSubscription, Response, Schema, Value};
 
 use crate::app::AppState;
 use crate::domain::paging::Page;
@@ -59,11 +59,15 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema; `state` is absent only when printing the SDL.
 pub fn build_schema(state: Option<AppState>) -> AppSchema {
-    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
-        .extension(ErrorCodes)
-        .limit_depth(12)
-        .limit_complexity(5_000)
-        .limit_recursive_depth(32);
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
+    .extension(ErrorCodes)
+    .limit_depth(12)
+    .limit_complexity(5_000)
+    .limit_recursive_depth(32);
     if let Some(state) = state {
         let db = state.db.clone();
         builder = builder
@@ -91,9 +95,11 @@ where
     T: async_graphql::OutputType,
 {
     let mut connection = Connection::new(has_previous, page.has_next);
-    connection
-        .edges
-        .extend(page.items.into_iter().map(|m| Edge::new(cursor(&m), node(m))));
+    connection.edges.extend(
+        page.items
+            .into_iter()
+            .map(|m| Edge::new(cursor(&m), node(m))),
+    );
     connection
 }
 
@@ -115,7 +121,11 @@ pub(crate) fn assign_codes(mut response: Response) -> Response {
         if extensions.get("code").is_some() {
             continue;
         }
-        let code = match error.source.as_deref().and_then(|s| s.downcast_ref::<AppError>()) {
+        let code = match error
+            .source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<AppError>())
+        {
             Some(app_error) => {
                 error.message = app_error.public_message();
                 for (name, value) in app_error.details() {

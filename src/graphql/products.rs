@@ -1,13 +1,12 @@
 //! Products over GraphQL: the `Product` type, its queries and admin mutations.
 
 use async_graphql::connection::Connection;
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::auth::{Role, RoleGuard};
-use super::loaders::LevelsByProductLoader;
+use super::loaders;
 use super::stock::StockLevel;
 use super::{connection, state};
 use crate::domain::{paging, products};
@@ -53,20 +52,12 @@ impl Product {
     }
     /// The product's stock in every store that carries it.
     async fn stock_levels(&self, ctx: &Context<'_>) -> Result<Vec<StockLevel>> {
-        let levels = ctx
-            .data_unchecked::<DataLoader<LevelsByProductLoader>>()
-            .load_one(self.0.id)
-            .await?
-            .unwrap_or_default();
+        let levels = loaders::levels_of(ctx, self.0.id).await?;
         Ok(levels.into_iter().map(StockLevel).collect())
     }
     /// Units available across all stores.
     async fn total_available(&self, ctx: &Context<'_>) -> Result<i32> {
-        let levels = ctx
-            .data_unchecked::<DataLoader<LevelsByProductLoader>>()
-            .load_one(self.0.id)
-            .await?
-            .unwrap_or_default();
+        let levels = loaders::levels_of(ctx, self.0.id).await?;
         let total: i64 = levels.iter().map(|l| i64::from(l.available())).sum();
         Ok(total.clamp(0, i64::from(i32::MAX)) as i32)
     }
@@ -123,7 +114,9 @@ impl ProductQuery {
 
     /// A product by SKU.
     async fn product_by_sku(&self, ctx: &Context<'_>, sku: String) -> Result<Option<Product>> {
-        Ok(products::find_by_sku(&state(ctx).db.conn, &sku).await?.map(Product))
+        Ok(products::find_by_sku(&state(ctx).db.conn, &sku)
+            .await?
+            .map(Product))
     }
 
     /// Products in creation order, 20 per page by default, at most 100.
@@ -136,9 +129,22 @@ impl ProductQuery {
     ) -> Result<Connection<String, Product>> {
         let page = paging::request(first, after.as_deref(), "product", |s| s.parse().ok())?;
         let filter = filter.unwrap_or_default();
-        let query = products::ProductQuery { category: filter.category, search: filter.search };
+        let query = products::ProductQuery {
+            category: filter.category,
+            search: filter.search,
+        };
         let rows = products::list(&state(ctx).db.conn, &query, &page).await?;
-        Ok(connection(rows, page.after.is_some(), |p| paging::encode("product", &p.id.to_string()), Product))
+        let node = ctx.look_ahead().field("edges").field("node");
+        if node.field("stockLevels").exists() || node.field("totalAvailable").exists() {
+            let ids: Vec<Uuid> = rows.items.iter().map(|p| p.id).collect();
+            loaders::prime_levels_of(ctx, &ids).await?;
+        }
+        Ok(connection(
+            rows,
+            page.after.is_some(),
+            |p| paging::encode("product", &p.id.to_string()),
+            Product,
+        ))
     }
 }
 
@@ -151,7 +157,11 @@ pub struct ProductMutation;
 impl ProductMutation {
     /// Adds a product. `ALREADY_EXISTS` when the SKU is taken.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
-    async fn create_product(&self, ctx: &Context<'_>, input: CreateProductInput) -> Result<Product> {
+    async fn create_product(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProductInput,
+    ) -> Result<Product> {
         let new = products::NewProduct {
             sku: input.sku,
             name: input.name,
@@ -168,7 +178,12 @@ impl ProductMutation {
 
     /// Changes a product's fields.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
-    async fn update_product(&self, ctx: &Context<'_>, id: Uuid, input: UpdateProductInput) -> Result<Product> {
+    async fn update_product(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        input: UpdateProductInput,
+    ) -> Result<Product> {
         let changes = products::ProductChanges {
             name: input.name,
             description: input.description,
@@ -185,6 +200,9 @@ impl ProductMutation {
     /// Deletes a product. `INVALID_STATE` while it has stock or reservations.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn delete_product(&self, ctx: &Context<'_>, id: Uuid) -> Result<bool> {
-        Ok(state(ctx).db.write(move |txn| Box::pin(products::delete(txn, id))).await?)
+        Ok(state(ctx)
+            .db
+            .write(move |txn| Box::pin(products::delete(txn, id)))
+            .await?)
     }
 }

@@ -1,13 +1,12 @@
 //! Reservations over GraphQL: the `Reservation` type, its queries and lifecycle mutations.
 
 use async_graphql::connection::Connection;
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::auth::{Role, RoleGuard};
-use super::loaders::ProductLoader;
+use super::loaders;
 use super::products::Product;
 use super::{connection, state};
 use crate::app::AppState;
@@ -60,9 +59,7 @@ impl Reservation {
     }
     /// The product, batched across a page.
     async fn product(&self, ctx: &Context<'_>) -> Result<Product> {
-        let loader = ctx.data_unchecked::<DataLoader<ProductLoader>>();
-        loader
-            .load_one(self.0.product_id)
+        loaders::product(ctx, self.0.product_id)
             .await?
             .map(Product)
             .ok_or_else(|| AppError::not_found("the product of this reservation is gone").into())
@@ -185,7 +182,9 @@ pub struct ReservationQuery;
 impl ReservationQuery {
     /// A reservation by id.
     async fn reservation(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<Reservation>> {
-        Ok(reservations::find(&state(ctx).db.conn, id).await?.map(Reservation))
+        Ok(reservations::find(&state(ctx).db.conn, id)
+            .await?
+            .map(Reservation))
     }
 
     /// Reservations in creation order, 20 per page by default, at most 100.
@@ -205,6 +204,15 @@ impl ReservationQuery {
             customer_id: filter.customer_id,
         };
         let rows = reservations::list(&state(ctx).db.conn, &query, &page).await?;
+        let product = ctx
+            .look_ahead()
+            .field("edges")
+            .field("node")
+            .field("product");
+        if product.exists() {
+            let ids: Vec<Uuid> = rows.items.iter().map(|r| r.product_id).collect();
+            loaders::prime_products(ctx, product, &ids).await?;
+        }
         Ok(connection(
             rows,
             page.after.is_some(),
@@ -214,8 +222,13 @@ impl ReservationQuery {
     }
 
     /// Counts by state, optionally for one store.
-    async fn reservation_stats(&self, ctx: &Context<'_>, store_id: Option<ID>) -> Result<ReservationStats> {
-        let stats = reservations::stats(&state(ctx).db.conn, store_id.as_ref().map(|s| s.as_str())).await?;
+    async fn reservation_stats(
+        &self,
+        ctx: &Context<'_>,
+        store_id: Option<ID>,
+    ) -> Result<ReservationStats> {
+        let stats =
+            reservations::stats(&state(ctx).db.conn, store_id.as_ref().map(|s| s.as_str())).await?;
         let narrow = |n: i64| n.clamp(0, i64::from(i32::MAX)) as i32;
         Ok(ReservationStats {
             pending: narrow(stats.pending),
@@ -228,7 +241,10 @@ impl ReservationQuery {
 }
 
 /// Reserves, and on `INSUFFICIENT_STOCK` records `reservation.failed` in its own transaction.
-async fn reserve_recording_failure(state: &AppState, command: Reserve) -> AppResult<Vec<reservation::Model>> {
+async fn reserve_recording_failure(
+    state: &AppState,
+    command: Reserve,
+) -> AppResult<Vec<reservation::Model>> {
     let attempt = command.clone();
     let outcome = state
         .db
@@ -265,10 +281,17 @@ impl ReservationMutation {
     /// Holds units for a customer until confirmed, cancelled or expired. Appends
     /// `reservation.created`; a refusal for lack of stock appends `reservation.failed`.
     #[graphql(guard = "RoleGuard(Role::Write)")]
-    async fn reserve_stock(&self, ctx: &Context<'_>, input: ReserveStockInput) -> Result<Reservation> {
+    async fn reserve_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: ReserveStockInput,
+    ) -> Result<Reservation> {
         let command = Reserve {
             lines: vec![Line {
-                key: LevelKey { product_id: input.product_id, store_id: input.store_id.0 },
+                key: LevelKey {
+                    product_id: input.product_id,
+                    store_id: input.store_id.0,
+                },
                 quantity: input.quantity,
             }],
             customer_id: input.customer_id,
@@ -284,11 +307,21 @@ impl ReservationMutation {
 
     /// Holds every line or none.
     #[graphql(guard = "RoleGuard(Role::Write)")]
-    async fn reserve_stock_batch(&self, ctx: &Context<'_>, input: ReserveStockBatchInput) -> Result<Vec<Reservation>> {
+    async fn reserve_stock_batch(
+        &self,
+        ctx: &Context<'_>,
+        input: ReserveStockBatchInput,
+    ) -> Result<Vec<Reservation>> {
         let lines = input
             .lines
             .into_iter()
-            .map(|l| Line { key: LevelKey { product_id: l.product_id, store_id: l.store_id.0 }, quantity: l.quantity })
+            .map(|l| Line {
+                key: LevelKey {
+                    product_id: l.product_id,
+                    store_id: l.store_id.0,
+                },
+                quantity: l.quantity,
+            })
             .collect();
         let command = Reserve {
             lines,
@@ -312,7 +345,12 @@ impl ReservationMutation {
 
     /// PENDING → CANCELLED: the units are released. Appends `reservation.cancelled`.
     #[graphql(guard = "RoleGuard(Role::Write)")]
-    async fn cancel_reservation(&self, ctx: &Context<'_>, id: Uuid, reason: Option<String>) -> Result<Reservation> {
+    async fn cancel_reservation(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Reservation> {
         let done = state(ctx)
             .db
             .write(move |txn| Box::pin(reservations::cancel(txn, id, reason.clone())))

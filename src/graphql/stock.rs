@@ -1,18 +1,17 @@
 //! Stock levels over GraphQL: the `StockLevel` type, its queries and the stock mutations.
 
 use async_graphql::connection::Connection;
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::auth::{Role, RoleGuard};
-use super::loaders::{ProductLoader, StoreLoader};
+use super::loaders;
 use super::products::Product;
 use super::stores::Store;
 use super::{connection, state};
-use crate::domain::stock::{self, LevelKey, LevelQuery};
 use crate::domain::paging;
+use crate::domain::stock::{self, LevelKey, LevelQuery};
 use crate::entity::stock_level;
 use crate::error::AppError;
 
@@ -32,16 +31,14 @@ impl StockLevel {
     }
     /// The product, batched across a page.
     async fn product(&self, ctx: &Context<'_>) -> Result<Product> {
-        let loader = ctx.data_unchecked::<DataLoader<ProductLoader>>();
-        let product = loader.load_one(self.0.product_id).await?;
+        let product = loaders::product(ctx, self.0.product_id).await?;
         product
             .map(Product)
             .ok_or_else(|| AppError::not_found("the product of this stock level is gone").into())
     }
     /// The store, batched across a page.
     async fn store(&self, ctx: &Context<'_>) -> Result<Store> {
-        let loader = ctx.data_unchecked::<DataLoader<StoreLoader>>();
-        let store = loader.load_one(self.0.store_id.clone()).await?;
+        let store = loaders::store(ctx, self.0.store_id.clone()).await?;
         store
             .map(Store)
             .ok_or_else(|| AppError::not_found("the store of this stock level is gone").into())
@@ -192,9 +189,19 @@ pub struct StockQuery;
 #[Object]
 impl StockQuery {
     /// One product's stock in one store.
-    async fn stock_level(&self, ctx: &Context<'_>, product_id: Uuid, store_id: ID) -> Result<Option<StockLevel>> {
-        let key = LevelKey { product_id, store_id: store_id.0 };
-        Ok(stock::find(&state(ctx).db.conn, &key).await?.map(StockLevel))
+    async fn stock_level(
+        &self,
+        ctx: &Context<'_>,
+        product_id: Uuid,
+        store_id: ID,
+    ) -> Result<Option<StockLevel>> {
+        let key = LevelKey {
+            product_id,
+            store_id: store_id.0,
+        };
+        Ok(stock::find(&state(ctx).db.conn, &key)
+            .await?
+            .map(StockLevel))
     }
 
     /// Stock levels in creation order, 20 per page by default, at most 100.
@@ -222,7 +229,11 @@ impl StockQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, StockLevel>> {
-        let query = LevelQuery { store_id: store_id.map(|s| s.0), product_id: None, low_stock: Some(true) };
+        let query = LevelQuery {
+            store_id: store_id.map(|s| s.0),
+            product_id: None,
+            low_stock: Some(true),
+        };
         levels_page(ctx, query, first, after).await
     }
 
@@ -235,8 +246,13 @@ impl StockQuery {
         #[graphql(default = 1)] quantity: i32,
     ) -> Result<Availability> {
         stock::positive("quantity", quantity)?;
-        let key = LevelKey { product_id, store_id: store_id.0.clone() };
-        let available = stock::find(&state(ctx).db.conn, &key).await?.map_or(0, |l| l.available());
+        let key = LevelKey {
+            product_id,
+            store_id: store_id.0.clone(),
+        };
+        let available = stock::find(&state(ctx).db.conn, &key)
+            .await?
+            .map_or(0, |l| l.available());
         Ok(Availability {
             product_id,
             store_id,
@@ -255,7 +271,14 @@ async fn levels_page(
 ) -> Result<Connection<String, StockLevel>> {
     let page = paging::request(first, after.as_deref(), "stock", |s| s.parse().ok())?;
     let rows = stock::list(&state(ctx).db.conn, &query, &page).await?;
-    Ok(connection(rows, page.after.is_some(), |l| paging::encode("stock", &l.id.to_string()), StockLevel))
+    let node = ctx.look_ahead().field("edges").field("node");
+    loaders::prime_for_levels(ctx, node, &rows.items).await?;
+    Ok(connection(
+        rows,
+        page.after.is_some(),
+        |l| paging::encode("stock", &l.id.to_string()),
+        StockLevel,
+    ))
 }
 
 /// Stock mutations (write).
@@ -267,9 +290,16 @@ pub struct StockMutation;
 impl StockMutation {
     /// Creates the stock level of a product in a store. Appends `stock.created`.
     #[graphql(guard = "RoleGuard(Role::Write)")]
-    async fn initialize_stock(&self, ctx: &Context<'_>, input: InitializeStockInput) -> Result<StockLevel> {
+    async fn initialize_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: InitializeStockInput,
+    ) -> Result<StockLevel> {
         let command = stock::InitializeStock {
-            key: LevelKey { product_id: input.product_id, store_id: input.store_id.0 },
+            key: LevelKey {
+                product_id: input.product_id,
+                store_id: input.store_id.0,
+            },
             quantity: input.quantity,
             reorder_point: input.reorder_point,
         };
@@ -284,7 +314,10 @@ impl StockMutation {
     #[graphql(guard = "RoleGuard(Role::Write)")]
     async fn set_stock(&self, ctx: &Context<'_>, input: SetStockInput) -> Result<StockLevel> {
         let command = stock::SetStock {
-            key: LevelKey { product_id: input.product_id, store_id: input.store_id.0 },
+            key: LevelKey {
+                product_id: input.product_id,
+                store_id: input.store_id.0,
+            },
             quantity: input.quantity,
             expected_version: input.expected_version,
             reason: input.reason,
@@ -300,7 +333,10 @@ impl StockMutation {
     #[graphql(guard = "RoleGuard(Role::Write)")]
     async fn adjust_stock(&self, ctx: &Context<'_>, input: AdjustStockInput) -> Result<StockLevel> {
         let command = stock::AdjustStock {
-            key: LevelKey { product_id: input.product_id, store_id: input.store_id.0 },
+            key: LevelKey {
+                product_id: input.product_id,
+                store_id: input.store_id.0,
+            },
             delta: input.delta,
             expected_version: input.expected_version,
             reason: input.reason,
@@ -315,7 +351,11 @@ impl StockMutation {
 
     /// Moves units between stores in one transaction. Appends `stock.transferred`.
     #[graphql(guard = "RoleGuard(Role::Write)")]
-    async fn transfer_stock(&self, ctx: &Context<'_>, input: TransferStockInput) -> Result<StockTransfer> {
+    async fn transfer_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: TransferStockInput,
+    ) -> Result<StockTransfer> {
         let command = stock::TransferStock {
             product_id: input.product_id,
             from_store_id: input.from_store_id.0,

@@ -51,7 +51,11 @@ impl StoreQuery {
 
     /// Every store, by id.
     async fn stores(&self, ctx: &Context<'_>) -> Result<Vec<Store>> {
-        Ok(stores::list(&state(ctx).db.conn).await?.into_iter().map(Store).collect())
+        Ok(stores::list(&state(ctx).db.conn)
+            .await?
+            .into_iter()
+            .map(Store)
+            .collect())
     }
 }
 
@@ -65,7 +69,10 @@ impl StoreMutation {
     /// Adds a store. `ALREADY_EXISTS` when the id is taken.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn create_store(&self, ctx: &Context<'_>, input: CreateStoreInput) -> Result<Store> {
-        let new = stores::NewStore { id: input.id.0, name: input.name };
+        let new = stores::NewStore {
+            id: input.id.0,
+            name: input.name,
+        };
         let created = state(ctx)
             .db
             .write(move |txn| Box::pin(stores::create(txn, new.clone())))

@@ -42,7 +42,11 @@ impl SystemQuery {
     /// Whether the database and the broker answer.
     async fn health(&self, ctx: &Context<'_>) -> Health {
         let app = state(ctx);
-        let database = if crate::db::ping(&app.db.conn).await { "ok" } else { "down" };
+        let database = if crate::db::ping(&app.db.conn).await {
+            "ok"
+        } else {
+            "down"
+        };
         Health {
             database: database.to_owned(),
             broker: app.broker_status().to_owned(),
@@ -53,11 +57,15 @@ impl SystemQuery {
     /// The outbox: what waits, what is dead, how old the oldest pending event is.
     async fn outbox(&self, ctx: &Context<'_>) -> Result<OutboxStatus> {
         let app = state(ctx);
-        let figures = outbox::figures(&app.db.conn).await.map_err(crate::error::AppError::from)?;
+        let figures = outbox::figures(&app.db.conn)
+            .await
+            .map_err(crate::error::AppError::from)?;
         let narrow = |n: u64| n.min(i32::MAX as u64) as i32;
-        let age = figures
-            .oldest_pending
-            .map(|t| (Utc::now() - t).num_milliseconds().clamp(0, i64::from(i32::MAX)) as i32);
+        let age = figures.oldest_pending.map(|t| {
+            (Utc::now() - t)
+                .num_milliseconds()
+                .clamp(0, i64::from(i32::MAX)) as i32
+        });
         Ok(OutboxStatus {
             pending: narrow(figures.pending),
             dead: narrow(figures.dead),

@@ -47,14 +47,23 @@ impl Server {
     /// A server started with `options`.
     pub fn start_with(options: Options) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let database = options.database.clone().unwrap_or_else(|| dir.path().join("stockroom.db"));
+        let database = options
+            .database
+            .clone()
+            .unwrap_or_else(|| dir.path().join("stockroom.db"));
         let log = dir.path().join("server.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_stockroom"));
         command
             .arg("serve")
             .env("STOCKROOM_LISTEN", "127.0.0.1:0")
-            .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", database.display()))
-            .env("STOCKROOM_API_KEYS", format!("admin:{ADMIN_KEY},write:{WRITE_KEY},read:{READ_KEY}"))
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", database.display()),
+            )
+            .env(
+                "STOCKROOM_API_KEYS",
+                format!("admin:{ADMIN_KEY},write:{WRITE_KEY},read:{READ_KEY}"),
+            )
             .env("STOCKROOM_SWEEP_INTERVAL_MS", "100")
             .env("RUST_LOG", "info")
             .env_remove("REDIS_URL")
@@ -65,7 +74,13 @@ impl Server {
         }
         let mut child = command.spawn().expect("start stockroom");
         let url = wait_for_listening(&mut child, &log);
-        Server { child, url, database, log, _dir: Some(dir) }
+        Server {
+            child,
+            url,
+            database,
+            log,
+            _dir: Some(dir),
+        }
     }
 
     /// A client with the admin key.
@@ -75,7 +90,11 @@ impl Server {
 
     /// A client with `key` (or none).
     pub fn client(&self, key: Option<&str>) -> Client {
-        Client { http: reqwest::Client::new(), url: self.url.clone(), key: key.map(str::to_owned) }
+        Client {
+            http: reqwest::Client::new(),
+            url: self.url.clone(),
+            key: key.map(str::to_owned),
+        }
     }
 
     /// SIGKILL: no shutdown, no flush.
@@ -86,7 +105,10 @@ impl Server {
 
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait for server")
     }
 
@@ -148,7 +170,11 @@ impl Client {
             request = request.bearer_auth(key);
         }
         let response = request.send().await.expect("request sent");
-        assert!(response.status().as_u16() < 500, "server error {}", response.status());
+        assert!(
+            response.status().as_u16() < 500,
+            "server error {}",
+            response.status()
+        );
         response.json().await.expect("JSON response")
     }
 
@@ -163,12 +189,17 @@ impl Client {
     pub async fn error_code(&self, query: &str, variables: Value) -> String {
         let body = self.request(query, variables).await;
         let code = body["errors"][0]["extensions"]["code"].as_str();
-        code.unwrap_or_else(|| panic!("expected an error with a code, got {body}")).to_owned()
+        code.unwrap_or_else(|| panic!("expected an error with a code, got {body}"))
+            .to_owned()
     }
 
     /// Raw GET.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(format!("{}{path}", self.url)).send().await.expect("GET")
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET")
     }
 }
 
@@ -194,7 +225,13 @@ pub async fn create_product(client: &Client, sku: &str) -> String {
 }
 
 /// Creates a stock level.
-pub async fn init_stock(client: &Client, product: &str, store: &str, quantity: i32, reorder_point: i32) -> Value {
+pub async fn init_stock(
+    client: &Client,
+    product: &str,
+    store: &str,
+    quantity: i32,
+    reorder_point: i32,
+) -> Value {
     let data = client
         .data(
             "mutation($p: UUID!, $s: ID!, $q: Int!, $r: Int) {
@@ -242,7 +279,13 @@ pub async fn events(client: &Client, min: usize) -> Vec<Value> {
                 )
                 .await;
             let page = &data["events"];
-            all.extend(page["edges"].as_array().expect("edges").iter().map(|e| e["node"].clone()));
+            all.extend(
+                page["edges"]
+                    .as_array()
+                    .expect("edges")
+                    .iter()
+                    .map(|e| e["node"].clone()),
+            );
             if !page["pageInfo"]["hasNextPage"].as_bool().unwrap_or(false) {
                 break;
             }
@@ -257,5 +300,8 @@ pub async fn events(client: &Client, min: usize) -> Vec<Value> {
 
 /// The types of `events`, in order.
 pub fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
