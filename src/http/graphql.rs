@@ -1,16 +1,16 @@
-//! GraphQL over HTTP and WebSocket, with API-key authentication, and the playground page.
+//! GraphQL over HTTP and WebSocket, with API-key authentication; browsers get the playground.
 
 use std::time::{Duration, Instant};
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 
-use super::HttpState;
+use super::{HttpState, assets};
 use crate::error::AppError;
 use crate::graphql::auth::{ApiKeys, Principal, key_from_headers};
 
@@ -23,14 +23,23 @@ fn error_response(status: StatusCode, error: AppError) -> Response {
     let server_error = ServerError::new(error.to_string(), None);
     let mut gql = async_graphql::Response::from_errors(vec![server_error]);
     for e in &mut gql.errors {
-        e.extensions = async_graphql::Error::new("").extend_with(|_, x| x.set("code", error.code())).extensions;
+        e.extensions = async_graphql::Error::new("")
+            .extend_with(|_, x| x.set("code", error.code()))
+            .extensions;
     }
     (status, GraphQLResponse::from(gql)).into_response()
 }
 
 /// `POST /graphql`: one JSON request `{query, variables, operationName}`.
-pub async fn post_graphql(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = key_from_headers(header_text(&headers, "authorization"), header_text(&headers, "x-api-key"));
+pub async fn post_graphql(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = key_from_headers(
+        header_text(&headers, "authorization"),
+        header_text(&headers, "x-api-key"),
+    );
     let principal = match state.app.keys.authenticate(key.as_deref()) {
         Ok(principal) => principal,
         Err(error) => return error_response(StatusCode::UNAUTHORIZED, error),
@@ -38,14 +47,21 @@ pub async fn post_graphql(State(state): State<HttpState>, headers: HeaderMap, bo
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
-            let error = AppError::bad_input(format!("the body must be a JSON object with a query: {e}"));
+            let error =
+                AppError::bad_input(format!("the body must be a JSON object with a query: {e}"));
             return error_response(StatusCode::BAD_REQUEST, error);
         }
     };
-    let operation = request.operation_name.clone().unwrap_or_else(|| "anonymous".into());
+    let operation = request
+        .operation_name
+        .clone()
+        .unwrap_or_else(|| "anonymous".into());
     let started = Instant::now();
-    let response = state.schema.execute(request.data(principal)).await;
-    metrics::counter!("stockroom_graphql_requests_total", "operation" => operation.clone()).increment(1);
+    let request =
+        crate::graphql::loaders::attach_request_loaders(request.data(principal), &state.app.db);
+    let response = state.schema.execute(request).await;
+    metrics::counter!("stockroom_graphql_requests_total", "operation" => operation.clone())
+        .increment(1);
     metrics::histogram!("stockroom_graphql_request_seconds", "operation" => operation)
         .record(started.elapsed().as_secs_f64());
     GraphQLResponse::from(response).into_response()
@@ -55,22 +71,14 @@ pub async fn post_graphql(State(state): State<HttpState>, headers: HeaderMap, bo
 pub async fn get_graphql(headers: HeaderMap) -> Response {
     let wants_html = header_text(&headers, "accept").is_some_and(|a| a.contains("text/html"));
     if wants_html {
-        return playground().await.into_response();
+        return assets::playground().await;
     }
     error_response(
         StatusCode::METHOD_NOT_ALLOWED,
-        AppError::bad_input("send GraphQL requests with POST; GET serves the playground to browsers"),
+        AppError::bad_input(
+            "send GraphQL requests with POST; GET serves the playground to browsers",
+        ),
     )
-}
-
-/// `GET /`: the GraphiQL playground.
-pub async fn playground() -> impl IntoResponse {
-    let page = GraphiQLSource::build()
-        .endpoint("/graphql")
-        .subscription_endpoint("/graphql/ws")
-        .title("Stockroom playground")
-        .finish();
-    ([(header::CACHE_CONTROL, "no-cache")], Html(page))
 }
 
 /// Reads the key from a `connection_init` payload: `{"apiKey": KEY}` or

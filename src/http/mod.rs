@@ -1,5 +1,6 @@
 //! The axum router: `/graphql`, `/graphql/ws`, playground, dashboard, health and metrics.
 
+mod assets;
 mod graphql;
 mod status;
 
@@ -26,10 +27,14 @@ pub struct HttpState {
 /// Builds the router.
 pub fn router(app: AppState, schema: AppSchema) -> Router {
     Router::new()
-        .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
+        .route(
+            "/graphql",
+            get(graphql::get_graphql).post(graphql::post_graphql),
+        )
         .route("/graphql/ws", get(graphql::websocket))
-        .route("/", get(graphql::playground))
-        .route("/dashboard", get(status::dashboard))
+        .route("/", get(assets::playground))
+        .route("/dashboard", get(assets::dashboard))
+        .route("/playground/{*path}", get(assets::asset))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))

@@ -1,9 +1,9 @@
-//! Liveness, readiness, metrics and the dashboard page.
+//! Liveness, readiness and metrics.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::HttpState;
@@ -24,17 +24,21 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
         "broker": app.broker_status(),
         "outboxPending": figures.map(|f| f.pending).unwrap_or_default(),
     });
-    let status = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<HttpState>) -> Response {
-    let body = state.app.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
+    let body = state
+        .app
+        .metrics
+        .as_ref()
+        .map(|m| m.render())
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
-/// `GET /dashboard`: the live inventory dashboard.
-pub async fn dashboard() -> impl IntoResponse {
-    Html(include_str!("../../playground/dashboard.html"))
 }
