@@ -47,6 +47,9 @@ pub trait Broker: Send + Sync + 'static {
         block_ms: u64,
     ) -> BoxFuture<'_, Result<Vec<Envelope>, BrokerDown>>;
 
+    /// Asks the broker whether it is reachable (and records the answer for `is_up`).
+    fn ping(&self) -> BoxFuture<'_, bool>;
+
     /// True when the broker answered its last call.
     fn is_up(&self) -> bool;
 }
@@ -135,6 +138,10 @@ impl Broker for MemoryBroker {
         })
     }
 
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
+
     fn is_up(&self) -> bool {
         true
     }
@@ -209,6 +216,31 @@ impl RedisBroker {
     }
 }
 
+impl RedisBroker {
+    /// After Redis refused an ID at or below the stream's top: an event never rejected before is
+    /// a republish after a crash, so it is there. One that was rejected before may have been
+    /// overtaken by later events; look it up, and reject it when it is missing.
+    async fn confirm_present(
+        &self,
+        conn: &mut ConnectionManager,
+        e: &event::Model,
+    ) -> Result<Delivery, BrokerDown> {
+        if e.attempts == 0 {
+            return Ok(Delivery::Published);
+        }
+        let id = entry_id(e.position.unwrap_or_default());
+        let found: redis::streams::StreamRangeReply = conn
+            .xrange(&self.stream, &id, &id)
+            .await
+            .map_err(|err| self.down(err))?;
+        Ok(if found.ids.is_empty() {
+            Delivery::Rejected("later events are already in the stream; it cannot be placed".into())
+        } else {
+            Delivery::Published
+        })
+    }
+}
+
 /// True for Redis's refusal of an entry ID at or below the stream's top: already published.
 fn is_already_published(error: &redis::RedisError) -> bool {
     error
@@ -244,12 +276,14 @@ impl Broker for RedisBroker {
                 .await
                 .map_err(|e| self.down(e))?;
             let mut deliveries = Vec::with_capacity(replies.len());
-            for reply in replies {
+            for (e, reply) in events.iter().zip(replies) {
                 deliveries.push(match reply {
                     Ok(_) => Delivery::Published,
-                    Err(e) if is_already_published(&e) => Delivery::Published,
-                    Err(e) if is_connection_error(&e) => return Err(self.down(e)),
-                    Err(e) => Delivery::Rejected(e.to_string()),
+                    Err(err) if is_already_published(&err) => {
+                        self.confirm_present(&mut conn, e).await?
+                    }
+                    Err(err) if is_connection_error(&err) => return Err(self.down(err)),
+                    Err(err) => Delivery::Rejected(err.to_string()),
                 });
             }
             self.up.store(true, Ordering::Relaxed);
@@ -295,6 +329,17 @@ impl Broker for RedisBroker {
             Ok(entries
                 .filter_map(|entry| decode_entry(&entry.id, &entry.map))
                 .collect())
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let Ok(mut conn) = self.connection().await else {
+                return false;
+            };
+            let answer: RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            self.up.store(answer.is_ok(), Ordering::Relaxed);
+            answer.is_ok()
         })
     }
 

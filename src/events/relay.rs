@@ -120,12 +120,12 @@ impl Worker {
 
     /// One round: position new events, publish a batch. `Ok(true)` when more work is waiting.
     async fn round(&self) -> Result<bool, RelayError> {
+        self.update_gauges().await?;
         if !self.hold_lease().await? {
             return Ok(false);
         }
         let positioned = assign_positions(&self.db, self.config.batch).await?;
         let published = self.publish_batch().await?;
-        self.update_gauges().await?;
         Ok(positioned as u64 == self.config.batch || published as u64 == self.config.batch)
     }
 
@@ -147,6 +147,14 @@ impl Worker {
             .await
             .map_err(|e| RelayError::Broker(e.0))?;
         self.record(&batch, &deliveries).await?;
+        if let Some(Delivery::Rejected(reason)) = deliveries
+            .iter()
+            .find(|d| matches!(d, Delivery::Rejected(_)))
+        {
+            return Err(RelayError::Broker(format!(
+                "the broker rejected an event: {reason}"
+            )));
+        }
         Ok(batch.len())
     }
 
@@ -189,6 +197,7 @@ impl Worker {
         Ok(())
     }
 
+    /// Refreshes the outbox gauges and the broker's health, at most twice a second.
     async fn update_gauges(&self) -> Result<(), DbErr> {
         {
             let mut at = self.gauges_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,6 +206,7 @@ impl Worker {
             }
             *at = Some(std::time::Instant::now());
         }
+        self.broker.ping().await;
         let figures = super::outbox::figures(&self.db).await?;
         metrics::gauge!("stockroom_outbox_pending").set(figures.pending as f64);
         metrics::gauge!("stockroom_outbox_dead").set(figures.dead as f64);

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod redis_server;
+
 /// Keys every test server is started with.
 pub const ADMIN_KEY: &str = "admin-key-0001";
 /// A `write` key.

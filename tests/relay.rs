@@ -1,0 +1,273 @@
+//! The outbox relay against a real redis-server that each test starts on a free port.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::redis_server::RedisServer;
+use common::*;
+use serde_json::{Value, json};
+
+const STREAM: &str = "inventory-events";
+const ADJUST: &str = "mutation($p: UUID!, $d: Int!) { adjustStock(input: {productId: $p, storeId: \"s1\", delta: $d}) { version } }";
+
+fn with_redis(redis: &RedisServer, extra: &[(&str, &str)]) -> Options {
+    let mut env = vec![
+        ("REDIS_URL".to_owned(), redis.url()),
+        (
+            "STOCKROOM_RELAY_BACKOFF_BASE_MS".to_owned(),
+            "20".to_owned(),
+        ),
+        (
+            "STOCKROOM_RELAY_BACKOFF_CAP_MS".to_owned(),
+            "300".to_owned(),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Options {
+        env,
+        ..Default::default()
+    }
+}
+
+/// The stream holds exactly the log: IDs `1-0..N-0` in order, each event id once, matching the
+/// database's log order.
+fn assert_stream_matches_log(entries: &[(String, HashMap<String, String>)], log: &[Value]) {
+    let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+    let expected: Vec<String> = (1..=log.len()).map(|i| format!("{i}-0")).collect();
+    assert_eq!(
+        ids, expected,
+        "stream IDs are the log positions, each once, in order"
+    );
+    for ((id, fields), event) in entries.iter().zip(log) {
+        assert_eq!(
+            fields["id"],
+            event["id"].as_str().unwrap(),
+            "entry {id} is the event at that position"
+        );
+        assert_eq!(event["cursor"], id.as_str());
+    }
+}
+
+#[tokio::test]
+async fn events_reach_the_stream_in_order_with_their_fields() {
+    let redis = RedisServer::start();
+    let server = Server::start_with(with_redis(&redis, &[]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "STREAM", 10).await;
+    for d in [1, -2, 3] {
+        admin.data(ADJUST, json!({ "p": p, "d": d })).await;
+    }
+    let entries = redis.wait_for(STREAM, 4, Duration::from_secs(10)).await;
+    let log = events(&admin, 4).await;
+    assert_stream_matches_log(&entries, &log);
+    let (_, first) = &entries[0];
+    let mut names: Vec<&str> = first.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "aggregate_id",
+            "aggregate_type",
+            "id",
+            "occurred_at",
+            "payload",
+            "product_id",
+            "store_id",
+            "type"
+        ]
+    );
+    assert_eq!(first["type"], "stock.created");
+    assert_eq!(first["store_id"], "s1");
+    assert_eq!(first["product_id"], p);
+    let payload: Value = serde_json::from_str(&first["payload"]).unwrap();
+    assert_eq!(payload["quantity"], 10);
+    let health = admin
+        .data("{ health { broker } outbox { broker pending } }", json!({}))
+        .await;
+    assert_eq!(health["health"]["broker"], "ok");
+    assert_eq!(health["outbox"]["pending"], 0);
+}
+
+#[tokio::test]
+async fn redis_down_keeps_writes_working_and_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let server = Server::start_with(with_redis(&redis, &[]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "OUTAGE", 1000).await;
+    for _ in 0..10 {
+        admin.data(ADJUST, json!({ "p": p, "d": -1 })).await;
+    }
+    redis.wait_for(STREAM, 11, Duration::from_secs(10)).await;
+    redis.stop();
+    for _ in 0..25 {
+        admin.data(ADJUST, json!({ "p": p, "d": -1 })).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready: Value = admin.get("/readyz").await.json().await.unwrap();
+        let outbox = admin
+            .data(
+                "{ outbox { broker pending oldestPendingAgeMs } }",
+                json!({}),
+            )
+            .await;
+        if ready["broker"] == "down" && outbox["outbox"]["broker"] == "down" {
+            assert_eq!(
+                outbox["outbox"]["pending"], 25,
+                "the writes during the outage wait"
+            );
+            assert!(ready["outboxPending"].as_u64().unwrap() >= 25);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broker never reported down: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.restart();
+    let entries = redis.wait_for(STREAM, 36, Duration::from_secs(20)).await;
+    let log = events(&admin, 36).await;
+    assert_eq!(log.len(), 36);
+    assert_stream_matches_log(&entries, &log);
+    let ready: Value = admin.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["broker"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_server_resumes_without_loss_or_duplicates() {
+    let redis = RedisServer::start();
+    let mut first = Server::start_with(with_redis(&redis, &[]));
+    let dir = first.take_dir();
+    let database = first.database.clone();
+    let admin = first.admin();
+    let p = seed(&admin, "s1", "CRASH", 100_000).await;
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let client = admin.clone();
+        let p = p.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..200 {
+                let sent = reqwest::Client::new()
+                    .post(format!("{}/graphql", client.url))
+                    .bearer_auth(ADMIN_KEY)
+                    .json(&json!({ "query": ADJUST, "variables": { "p": p, "d": -1 } }))
+                    .send()
+                    .await;
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.kill();
+    for writer in writers {
+        let _ = writer.await;
+    }
+    let second = Server::start_with(Options {
+        database: Some(database),
+        ..with_redis(&redis, &[])
+    });
+    let admin = second.admin();
+    let committed = 100_000 - level(&admin, &p, "s1").await["quantity"].as_i64().unwrap();
+    assert!(committed > 0, "some writes were committed before the kill");
+    let total = 1 + committed as usize;
+    let log = events(&admin, total).await;
+    assert_eq!(log.len(), total, "one event per committed write");
+    let entries = redis.wait_for(STREAM, total, Duration::from_secs(30)).await;
+    assert_stream_matches_log(&entries, &log);
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_one_database_publish_once_in_order() {
+    let redis = RedisServer::start();
+    let mut a = Server::start_with(with_redis(&redis, &[]));
+    let dir = a.take_dir();
+    let b = Server::start_with(Options {
+        database: Some(a.database.clone()),
+        ..with_redis(&redis, &[])
+    });
+    let p = seed(&a.admin(), "s1", "TWO", 1000).await;
+    let mut writers = Vec::new();
+    for client in [a.admin(), b.admin(), a.admin(), b.admin()] {
+        let p = p.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                client.data(ADJUST, json!({ "p": p, "d": -1 })).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = 1 + 100;
+    let log = events(&b.admin(), total).await;
+    let entries = redis.wait_for(STREAM, total, Duration::from_secs(20)).await;
+    assert_stream_matches_log(&entries, &log);
+    assert_eq!(level(&a.admin(), &p, "s1").await["quantity"], 900);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_rejected_event_goes_dead_and_is_redriven() {
+    let redis = RedisServer::start();
+    let server = Server::start_with(with_redis(&redis, &[("STOCKROOM_RELAY_MAX_ATTEMPTS", "2")]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "POISON", 10).await;
+    redis.wait_for(STREAM, 1, Duration::from_secs(10)).await;
+    // Make the stream key unusable: Redis now refuses every XADD on its merits (WRONGTYPE).
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg(STREAM)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(STREAM)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    admin.data(ADJUST, json!({ "p": p, "d": 1 })).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let outbox = admin.data("{ outbox { dead pending } }", json!({})).await;
+        if outbox["outbox"]["dead"] == 1 {
+            assert_eq!(outbox["outbox"]["pending"], 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event never went dead: {outbox}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = admin.get("/metrics").await.text().await.unwrap();
+        if metrics.contains("stockroom_outbox_dead 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead gauge never showed: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(STREAM)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let redriven = admin.data("mutation { redriveEvents }", json!({})).await;
+    assert_eq!(redriven["redriveEvents"], 1);
+    let entries = redis.wait_for(STREAM, 1, Duration::from_secs(10)).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, "2-0");
+    let outbox = admin.data("{ outbox { dead pending } }", json!({})).await;
+    assert_eq!(outbox["outbox"], json!({ "dead": 0, "pending": 0 }));
+}
