@@ -231,6 +231,12 @@ async function openTab(page, title) {
 
 // ------------------------------------------------------------------ the tests
 
+// Fail loudly (a failed test in the summary, never a skip) when a prerequisite is missing.
+test('prerequisites: Chromium and the server binary are installed', () => {
+  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM_PATH`);
+  assert.ok(existsSync(BIN), `server binary not found at ${BIN}: run cargo build, or set STOCKROOM_BIN`);
+});
+
 describe('playground and dashboard in Chromium', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'stockroom-e2e-'));
   const server = new Server(join(tmp, 'e2e.db'));
