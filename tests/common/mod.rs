@@ -26,6 +26,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Use this database file instead of a fresh one (for restarts and shared databases).
     pub database: Option<PathBuf>,
+    /// Use this database URL (e.g. PostgreSQL) instead of a SQLite file.
+    pub database_url: Option<String>,
 }
 
 /// A running server; killed when dropped.

@@ -1,0 +1,150 @@
+//! The same service on PostgreSQL (the server on 127.0.0.1:5432, a fresh database per test):
+//! the entities, migrations, locking and outbox are portable.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::json;
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Drops a test database (the server must be stopped).
+async fn drop_database(url: &str) {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    let admin = Database::connect(ADMIN_URL).await.expect("PostgreSQL");
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drop database");
+}
+
+/// Creates an empty database and returns its URL. Fails loudly when PostgreSQL is not running.
+async fn fresh_database() -> String {
+    let name = format!("stockroom_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(ADMIN_URL)
+        .await
+        .expect("PostgreSQL must be running on 127.0.0.1:5432 (trust auth)");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+fn on_postgres(url: String) -> Options {
+    Options {
+        database_url: Some(url),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reservations_never_oversell_on_postgres() {
+    let url = fresh_database().await;
+    let server = Server::start_with(on_postgres(url.clone()));
+    let admin = server.admin();
+    let p = seed(&admin, "hot", "PG-HOT", 20).await;
+    let reserve = "mutation($p: UUID!) { reserveStock(input: {productId: $p, storeId: \"hot\", quantity: 1}) { id } }";
+    let mut tasks = Vec::new();
+    for _ in 0..80 {
+        let client = admin.clone();
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            client.request(reserve, json!({ "p": p })).await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        let body = task.await.unwrap();
+        match body["errors"][0]["extensions"]["code"].as_str() {
+            None => won += 1,
+            Some("INSUFFICIENT_STOCK") => {}
+            Some(other) => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(won, 20);
+    let now = level(&admin, &p, "hot").await;
+    assert_eq!(
+        (now["reserved"].as_i64(), now["available"].as_i64()),
+        (Some(20), Some(0))
+    );
+    // stock.created, 20 × reservation.created, stock.depleted, stock.low, 60 × reservation.failed
+    let log = events(&admin, 83).await;
+    assert_eq!(log.len(), 83);
+    let kinds = types(&log);
+    assert_eq!(
+        kinds.iter().filter(|t| *t == "reservation.failed").count(),
+        60
+    );
+    assert_eq!(kinds.iter().filter(|t| *t == "stock.depleted").count(), 1);
+    drop(server);
+    drop_database(&url).await;
+    for (i, event) in log.iter().enumerate() {
+        assert_eq!(event["cursor"], format!("{}-0", i + 1));
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_transfer_and_expiry_on_postgres() {
+    let url = fresh_database().await;
+    let server = Server::start_with(on_postgres(url.clone()));
+    let admin = server.admin();
+    let p = seed(&admin, "a", "PG-LIFE", 10).await;
+    create_store(&admin, "b").await;
+    init_stock(&admin, &p, "b", 0, 0).await;
+    let moved = admin
+        .data("mutation($p: UUID!) { transferStock(input: {productId: $p, fromStoreId: \"a\", toStoreId: \"b\", quantity: 4}) { from { quantity } to { quantity } } }", json!({ "p": p }))
+        .await;
+    assert_eq!(
+        moved["transferStock"],
+        json!({ "from": { "quantity": 6 }, "to": { "quantity": 4 } })
+    );
+    let r = admin
+        .data("mutation($p: UUID!) { reserveStock(input: {productId: $p, storeId: \"a\", quantity: 2, ttlSeconds: 1}) { id } }", json!({ "p": p }))
+        .await["reserveStock"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    loop {
+        let data = admin
+            .data(
+                "query($id: UUID!) { reservation(id: $id) { status } }",
+                json!({ "id": r }),
+            )
+            .await;
+        if data["reservation"]["status"] == "EXPIRED" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(level(&admin, &p, "a").await["available"], 6);
+    let dup = admin
+        .error_code(
+            r#"mutation { createProduct(input: {sku: "PG-LIFE", name: "x"}) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(dup, "ALREADY_EXISTS");
+    let conflict = admin
+        .error_code("mutation($p: UUID!) { setStock(input: {productId: $p, storeId: \"a\", quantity: 1, expectedVersion: 1}) { version } }", json!({ "p": p }))
+        .await;
+    assert_eq!(conflict, "VERSION_CONFLICT");
+    let kinds = types(&events(&admin, 5).await);
+    assert_eq!(
+        kinds,
+        [
+            "stock.created",
+            "stock.created",
+            "stock.transferred",
+            "reservation.created",
+            "reservation.expired"
+        ]
+    );
+    drop(server);
+    drop_database(&url).await;
+}
