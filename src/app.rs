@@ -28,6 +28,8 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     /// The live event feed.
     pub feed: Feed,
+    /// Limits of GraphQL WebSocket connections.
+    pub websocket: crate::config::WebSocketLimits,
     /// Configured API keys.
     pub keys: ApiKeys,
     /// Prometheus renderer, when this process installed the recorder.
@@ -72,14 +74,20 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
 
 /// `stockroom schema`: the SDL.
 pub fn schema_sdl() -> String {
-    graphql::build_schema(None).sdl()
+    graphql::build_schema(None, &graphql::Limits::default()).sdl()
 }
 
 fn api_keys(settings: &Settings) -> Result<ApiKeys, StartupError> {
-    let keys = match &settings.api_keys {
-        Some(spec) => ApiKeys::parse(spec).map_err(|e| startup("reading --api-keys")(&e))?,
-        None => ApiKeys::default(),
-    };
+    let mut spec = settings.api_keys.clone().unwrap_or_default();
+    if let Some(path) = &settings.api_keys_file {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| startup("reading --api-keys-file")(&e))?;
+        spec = format!(
+            "{spec},{}",
+            text.lines().map(str::trim).collect::<Vec<_>>().join(",")
+        );
+    }
+    let keys = ApiKeys::parse(&spec).map_err(|e| startup("reading the API keys")(&e))?;
     if keys.is_open() && !settings.listen.ip().is_loopback() {
         let generated = uuid::Uuid::new_v4().simple().to_string();
         println!(
@@ -112,6 +120,15 @@ fn relay_config(settings: &Settings) -> RelayConfig {
         backoff_cap: Duration::from_millis(settings.relay_backoff_cap_ms.max(1)),
         max_attempts: settings.relay_max_attempts.max(1),
         lease_ttl: Duration::from_secs(5),
+    }
+}
+
+fn limits(settings: &Settings) -> graphql::Limits {
+    graphql::Limits {
+        max_depth: settings.max_depth,
+        max_complexity: settings.max_complexity,
+        max_aliases: settings.max_aliases,
+        introspection: settings.introspection,
     }
 }
 
@@ -170,17 +187,25 @@ pub async fn serve(settings: Settings) -> Result<(), StartupError> {
     let (feed, feed_task) = Feed::start(conn.clone(), broker.clone(), shutdown.clone())
         .await
         .map_err(|e| startup("starting the feed")(&e))?;
-    let db = Db::new(conn, committed);
+    let mut db = Db::new(conn, committed);
+    if settings.group_commit && settings.is_sqlite() {
+        db = db.with_group_commit(settings.group_commit_max);
+    }
     let sweeper = spawn_sweeper(db.clone(), &settings, shutdown.clone());
     let state = AppState {
         db,
         broker,
         feed,
+        websocket: settings.websocket(),
         keys,
         metrics,
     };
-    let schema = graphql::build_schema(Some(state.clone()));
-    let router = crate::http::router(state, schema);
+    let schema = graphql::build_schema(Some(state.clone()), &limits(&settings));
+    let router = crate::http::router(
+        state,
+        schema,
+        crate::http::HttpLimits::from_settings(&settings),
+    );
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

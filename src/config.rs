@@ -138,6 +138,45 @@ pub struct Settings {
     )]
     pub relay_max_attempts: i32,
 
+    /// Most subscriptions open at once on one WebSocket connection; more are refused with
+    /// `BAD_USER_INPUT`.
+    #[arg(
+        long,
+        env = "STOCKROOM_WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub ws_max_subscriptions: usize,
+
+    /// How long a WebSocket client has to send `connection_init`, in milliseconds; then the
+    /// connection is closed with 4408.
+    #[arg(
+        long,
+        env = "STOCKROOM_WS_INIT_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub ws_init_timeout_ms: u64,
+
+    /// Interval of the server's keepalive (`ping` on `graphql-transport-ws`, `ka` on
+    /// `graphql-ws`), in milliseconds; 0 sends none.
+    #[arg(
+        long,
+        env = "STOCKROOM_WS_KEEPALIVE_MS",
+        default_value_t = 15_000,
+        global = true
+    )]
+    pub ws_keepalive_ms: u64,
+
+    /// Largest WebSocket message accepted from a client, in bytes.
+    #[arg(
+        long,
+        env = "STOCKROOM_WS_MAX_MESSAGE_BYTES",
+        default_value_t = 64 * 1024,
+        global = true
+    )]
+    pub ws_max_message_bytes: usize,
+
     /// Approximate maximum length of the Redis stream (`XADD MAXLEN ~`); 0 keeps everything.
     #[arg(
         long,
@@ -146,6 +185,72 @@ pub struct Settings {
         global = true
     )]
     pub stream_maxlen: usize,
+
+    /// Read more `role:key` pairs (one per line or comma-separated) from this file.
+    #[arg(long, env = "STOCKROOM_API_KEYS_FILE", global = true)]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// Origins allowed by CORS (comma-separated, e.g. `https://dash.example.com`); `*` allows
+    /// any; unset allows none (same-origin only).
+    #[arg(long, env = "STOCKROOM_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
+
+    /// Deepest GraphQL selection accepted.
+    #[arg(long, env = "STOCKROOM_MAX_DEPTH", default_value_t = 12, global = true)]
+    pub max_depth: usize,
+
+    /// Largest GraphQL query complexity accepted (each field counts 1).
+    #[arg(
+        long,
+        env = "STOCKROOM_MAX_COMPLEXITY",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub max_complexity: usize,
+
+    /// Most aliased fields in one GraphQL document.
+    #[arg(
+        long,
+        env = "STOCKROOM_MAX_ALIASES",
+        default_value_t = 30,
+        global = true
+    )]
+    pub max_aliases: usize,
+
+    /// Largest request body, in bytes.
+    #[arg(long, env = "STOCKROOM_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Longest time a request may take, in milliseconds.
+    #[arg(
+        long,
+        env = "STOCKROOM_REQUEST_TIMEOUT_MS",
+        default_value_t = 15_000,
+        global = true
+    )]
+    pub request_timeout_ms: u64,
+
+    /// Most operations in one batched (JSON array) request; 0 refuses batches.
+    #[arg(long, env = "STOCKROOM_MAX_BATCH", default_value_t = 0, global = true)]
+    pub max_batch: usize,
+
+    /// Answer introspection queries (the playground needs them).
+    #[arg(long, env = "STOCKROOM_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub introspection: bool,
+
+    /// Group commit on SQLite: concurrent writes share one transaction (each in a savepoint, each
+    /// with its own outcome). Ignored on PostgreSQL.
+    #[arg(long, env = "STOCKROOM_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub group_commit: bool,
+
+    /// Most writes in one group transaction.
+    #[arg(
+        long,
+        env = "STOCKROOM_GROUP_COMMIT_MAX",
+        default_value_t = 256,
+        global = true
+    )]
+    pub group_commit_max: usize,
 
     /// Log every SQL statement (target `sqlx::query`, level info); for diagnosis and tests.
     #[arg(
@@ -172,8 +277,43 @@ impl Settings {
         Duration::from_millis(self.sweep_interval_ms.max(10))
     }
 
+    /// The WebSocket limits.
+    pub fn websocket(&self) -> WebSocketLimits {
+        WebSocketLimits {
+            max_subscriptions: self.ws_max_subscriptions.max(1),
+            init_timeout: Duration::from_millis(self.ws_init_timeout_ms.max(1)),
+            keepalive: (self.ws_keepalive_ms > 0)
+                .then(|| Duration::from_millis(self.ws_keepalive_ms.max(10))),
+            max_message_bytes: self.ws_max_message_bytes.max(1024),
+        }
+    }
+
     /// True when the database is SQLite.
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
+    }
+}
+
+/// Limits of GraphQL WebSocket connections.
+#[derive(Debug, Clone)]
+pub struct WebSocketLimits {
+    /// Most subscriptions open at once per connection.
+    pub max_subscriptions: usize,
+    /// Time allowed between the upgrade and `connection_init`.
+    pub init_timeout: Duration,
+    /// Interval of server keepalive messages; `None` sends none.
+    pub keepalive: Option<Duration>,
+    /// Largest message accepted from a client, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for WebSocketLimits {
+    fn default() -> Self {
+        WebSocketLimits {
+            max_subscriptions: 100,
+            init_timeout: Duration::from_secs(10),
+            keepalive: Some(Duration::from_secs(15)),
+            max_message_bytes: 64 * 1024,
+        }
     }
 }

@@ -1,4 +1,9 @@
-//! Database connection (SQLite pragmas for the embedded default) and the write-transaction helper.
+//! Database connection (SQLite pragmas for the embedded default) and the write-transaction helper,
+//! with optional group commit.
+
+mod group;
+
+pub use group::GroupCommitter;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +68,7 @@ pub struct Db {
     /// The connection pool.
     pub conn: DatabaseConnection,
     committed: Arc<Notify>,
+    group: Option<GroupCommitter>,
 }
 
 /// How many times a write is retried after a transient conflict (unique race, deadlock).
@@ -71,12 +77,44 @@ const WRITE_ATTEMPTS: usize = 3;
 impl Db {
     /// Wraps a pool; `committed` is notified after each successful write.
     pub fn new(conn: DatabaseConnection, committed: Arc<Notify>) -> Self {
-        Db { conn, committed }
+        Db {
+            conn,
+            committed,
+            group: None,
+        }
     }
 
-    /// Runs `work` in one write transaction and commits it; wakes the relay on success.
-    /// Retried (bounded) when the database reports a transient conflict.
+    /// Routes writes through a group committer holding up to `max_group` writes per transaction.
+    pub fn with_group_commit(mut self, max_group: usize) -> Self {
+        self.group = Some(GroupCommitter::spawn(
+            self.conn.clone(),
+            self.committed.clone(),
+            max_group,
+        ));
+        self
+    }
+
+    /// Runs `work` in a write transaction and commits it; wakes the relay on success. With group
+    /// commit, concurrent writes share a transaction, each in its own savepoint. A transient
+    /// conflict (unique race, deadlock) is retried (bounded) in a transaction of its own.
     pub async fn write<T, F>(&self, work: F) -> AppResult<T>
+    where
+        F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>
+            + Clone
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        if let Some(group) = &self.group {
+            match group.write(work.clone()).await {
+                Err(AppError::Database(error)) if is_transient(&error) => {}
+                outcome => return outcome,
+            }
+        }
+        self.write_alone(work).await
+    }
+
+    async fn write_alone<T, F>(&self, work: F) -> AppResult<T>
     where
         F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>,
         T: Send,

@@ -22,6 +22,7 @@ pub(crate) fn required_text(
     max: usize,
 ) -> crate::error::AppResult<String> {
     let trimmed = value.trim();
+    reject_control_characters(field, trimmed)?;
     if trimmed.is_empty() {
         return Err(crate::error::AppError::bad_input(format!(
             "{field} must not be empty"
@@ -41,10 +42,27 @@ pub(crate) fn optional_text(
     value: Option<String>,
     max: usize,
 ) -> crate::error::AppResult<Option<String>> {
+    if let Some(v) = &value {
+        reject_control_characters(field, v)?;
+    }
     match value {
         Some(v) if v.chars().count() > max => Err(crate::error::AppError::bad_input(format!(
             "{field} must be at most {max} characters"
         ))),
         other => Ok(other),
     }
+}
+
+/// Refuses NUL and other control characters (except tab and newlines) in text fields: they have
+/// no business in names and some databases cannot store NUL.
+fn reject_control_characters(field: &str, value: &str) -> crate::error::AppResult<()> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(crate::error::AppError::bad_input(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
 }

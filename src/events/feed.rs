@@ -1,10 +1,16 @@
 //! The live feed: one broker reader per process fans events out to every subscriber through a
 //! bounded channel. A subscriber that falls behind, or that starts from a cursor, is caught up
 //! from the `events` table by position, so nothing is skipped, repeated or reordered.
+//!
+//! Memory per subscriber is bounded: the shared channel holds at most `CHANNEL_CAPACITY` events
+//! for everyone, and a subscriber buffers at most one catch-up batch of its own. On shutdown
+//! every subscription stream ends, and the reader task waits (briefly) for open connections to
+//! say goodbye before it returns.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use sea_orm::sea_query::{Expr, Func};
@@ -20,12 +26,25 @@ use crate::entity::event;
 const CHANNEL_CAPACITY: usize = 4096;
 /// Rows read from the log per catch-up query.
 const CATCH_UP_BATCH: u64 = 500;
+/// How long the reader waits at shutdown for open connections to close.
+const GOODBYE_GRACE: Duration = Duration::from_secs(3);
 
 /// The process's feed: subscribe to get a stream of events.
 #[derive(Clone)]
 pub struct Feed {
     sender: broadcast::Sender<Envelope>,
     db: DatabaseConnection,
+    /// Position of the last event the reader forwarded.
+    top: Arc<AtomicI64>,
+    shutdown: CancellationToken,
+    /// One clone per open connection (see `Feed::connection`), plus the reader's own.
+    connections: Arc<()>,
+}
+
+/// Held by an open connection that streams from the feed; at shutdown the reader waits for
+/// these to be dropped (up to a few seconds) so connections can close cleanly.
+pub struct ConnectionGuard {
+    _held: Arc<()>,
 }
 
 impl Feed {
@@ -37,8 +56,40 @@ impl Feed {
     ) -> Result<(Feed, tokio::task::JoinHandle<()>), DbErr> {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
         let start = last_published_position(&db).await?;
-        let reader = tokio::spawn(read_broker(broker, sender.clone(), start, shutdown));
-        Ok((Feed { sender, db }, reader))
+        let top = Arc::new(AtomicI64::new(start));
+        let connections = Arc::new(());
+        let reader = tokio::spawn(read_broker(
+            broker,
+            sender.clone(),
+            top.clone(),
+            shutdown.clone(),
+            connections.clone(),
+        ));
+        let feed = Feed {
+            sender,
+            db,
+            top,
+            shutdown,
+            connections,
+        };
+        Ok((feed, reader))
+    }
+
+    /// Cancelled when the process shuts down.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Registers an open connection; the reader's shutdown waits for it to be dropped.
+    pub fn connection(&self) -> ConnectionGuard {
+        ConnectionGuard {
+            _held: self.connections.clone(),
+        }
+    }
+
+    /// Subscribers currently receiving from the feed.
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
     }
 
     /// Events matching `selector`: after `after` (replayed from the log, then live) or, without
@@ -48,13 +99,20 @@ impl Feed {
         after: Option<i64>,
         selector: EventSelector,
     ) -> impl Stream<Item = Result<Envelope, DbErr>> + Send + use<> {
+        let receiver = self.sender.subscribe();
+        // Live from now: everything up to the reader's position counts as already seen, so a
+        // subscriber that lags before its first event catches up from here, not from the start.
+        // Read after subscribing: an event forwarded in between is skipped, never missed.
+        let last = after.or_else(|| Some(self.top.load(Ordering::Acquire)));
         let state = Subscriber {
-            receiver: self.sender.subscribe(),
+            receiver,
             db: self.db.clone(),
             selector,
-            last: after,
+            last,
             catching_up: after.is_some(),
             backlog: VecDeque::new(),
+            shutdown: self.shutdown.clone(),
+            failed: false,
         };
         futures_util::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
@@ -75,13 +133,29 @@ async fn last_published_position(db: &DatabaseConnection) -> Result<i64, DbErr> 
         .unwrap_or(0))
 }
 
-/// Reads the broker from `position` on and forwards every event, until shutdown.
+/// Reads the broker from `top` on and forwards every event, until shutdown; then waits for
+/// open connections to close.
 async fn read_broker(
     broker: Arc<dyn Broker>,
     sender: broadcast::Sender<Envelope>,
-    mut position: i64,
+    top: Arc<AtomicI64>,
     shutdown: CancellationToken,
+    connections: Arc<()>,
 ) {
+    forward(broker, sender, top, &shutdown).await;
+    let deadline = Instant::now() + GOODBYE_GRACE;
+    while Arc::strong_count(&connections) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn forward(
+    broker: Arc<dyn Broker>,
+    sender: broadcast::Sender<Envelope>,
+    top: Arc<AtomicI64>,
+    shutdown: &CancellationToken,
+) {
+    let mut position = top.load(Ordering::Acquire);
     let mut failures = 0u32;
     loop {
         let read = tokio::select! {
@@ -95,6 +169,8 @@ async fn read_broker(
                     let at = envelope.position.unwrap_or_default();
                     if at > position {
                         position = at;
+                        top.store(at, Ordering::Release);
+                        metrics::gauge!("stockroom_feed_position").set(at as f64);
                         let _ = sender.send(envelope);
                     }
                 }
@@ -122,24 +198,41 @@ struct Subscriber {
     /// Position of the last event considered (sent or filtered out).
     last: Option<i64>,
     catching_up: bool,
+    /// At most one catch-up batch of events waiting to be sent.
     backlog: VecDeque<Envelope>,
+    shutdown: CancellationToken,
+    /// A log read failed: the error was sent and the stream ends (the client resumes with
+    /// `after`).
+    failed: bool,
 }
 
 impl Subscriber {
     async fn next(&mut self) -> Option<Result<Envelope, DbErr>> {
         loop {
+            if self.failed || self.shutdown.is_cancelled() {
+                return None;
+            }
             if let Some(envelope) = self.backlog.pop_front() {
                 return Some(Ok(envelope));
             }
             if self.catching_up {
                 if let Err(error) = self.catch_up().await {
+                    tracing::warn!(%error, "a subscriber could not read the event log");
+                    self.failed = true;
                     return Some(Err(error));
                 }
                 continue;
             }
-            match self.receiver.recv().await {
+            let received = tokio::select! {
+                received = self.receiver.recv() => received,
+                _ = self.shutdown.cancelled() => return None,
+            };
+            match received {
                 Ok(envelope) => self.accept_live(envelope),
-                Err(RecvError::Lagged(_)) => self.catching_up = true,
+                Err(RecvError::Lagged(_)) => {
+                    metrics::counter!("stockroom_feed_lagged_total").increment(1);
+                    self.catching_up = true;
+                }
                 Err(RecvError::Closed) => return None,
             }
         }

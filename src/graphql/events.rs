@@ -1,5 +1,8 @@
 //! Events over GraphQL: the audit log query, `redriveEvents`, and the live subscriptions.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, InputObject, Json, Object, Result, Subscription};
 use chrono::{DateTime, Utc};
@@ -167,6 +170,66 @@ impl EventMutation {
     }
 }
 
+/// The subscriptions open on one WebSocket connection, up to a cap. The connection puts one in
+/// its context data; each subscription holds a slot until its stream is dropped (completed,
+/// stopped by the client, or the connection closed).
+#[derive(Clone, Debug)]
+pub struct SubscriptionSlots {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl SubscriptionSlots {
+    /// Slots for at most `max` subscriptions at once.
+    pub fn new(max: usize) -> Self {
+        SubscriptionSlots {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Subscriptions open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn acquire(&self) -> Result<Slot, AppError> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .map_err(|_| {
+                AppError::bad_input(format!(
+                    "too many subscriptions on this connection (at most {}); complete one first",
+                    self.max
+                ))
+            })?;
+        metrics::gauge!("stockroom_subscriptions_open").increment(1.0);
+        Ok(Slot {
+            open: self.open.clone(),
+        })
+    }
+}
+
+/// One open subscription; gives its slot back when dropped.
+struct Slot {
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("stockroom_subscriptions_open").decrement(1.0);
+    }
+}
+
+/// A slot on this connection, when the connection has a cap (WebSocket).
+fn take_slot(ctx: &Context<'_>) -> Result<Option<Slot>, AppError> {
+    ctx.data_opt::<SubscriptionSlots>()
+        .map(SubscriptionSlots::acquire)
+        .transpose()
+}
+
 /// Live subscriptions.
 #[derive(Default)]
 pub struct EventSubscription;
@@ -184,8 +247,10 @@ impl EventSubscription {
     ) -> Result<impl Stream<Item = Result<InventoryEvent>> + use<>> {
         let after = position_after(after.as_deref())?;
         let selector = selector(filter)?;
+        let slot = take_slot(ctx)?;
         let feed = state(ctx).feed.clone();
-        Ok(feed.subscribe(after, selector).map(|item| {
+        Ok(feed.subscribe(after, selector).map(move |item| {
+            let _held = &slot;
             item.map(InventoryEvent)
                 .map_err(|e| AppError::from(e).into())
         }))
@@ -200,6 +265,7 @@ impl EventSubscription {
         store_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<StockLevel>> + use<>> {
         let store_id = store_id.map(|s| s.0);
+        let slot = take_slot(ctx)?;
         let selector = EventSelector {
             types: Vec::new(),
             store_id: None,
@@ -207,6 +273,7 @@ impl EventSubscription {
         };
         let feed = state(ctx).feed.clone();
         let levels = feed.subscribe(None, selector).flat_map(move |item| {
+            let _held = &slot;
             let levels: Vec<Result<StockLevel>> = match item {
                 Ok(event) => types::levels_in(&event)
                     .into_iter()

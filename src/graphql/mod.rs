@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod events;
+pub mod limits;
 pub mod loaders;
 pub mod products;
 pub mod reservations;
@@ -57,17 +58,48 @@ pub struct SubscriptionRoot(events::EventSubscription);
 /// The Stockroom schema.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
+/// Limits applied to every operation.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Deepest selection.
+    pub max_depth: usize,
+    /// Largest complexity (fields).
+    pub max_complexity: usize,
+    /// Most aliased fields.
+    pub max_aliases: usize,
+    /// Whether introspection is answered.
+    pub introspection: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 12,
+            max_complexity: 2000,
+            max_aliases: 30,
+            introspection: true,
+        }
+    }
+}
+
 /// Builds the schema; `state` is absent only when printing the SDL.
-pub fn build_schema(state: Option<AppState>) -> AppSchema {
+pub fn build_schema(state: Option<AppState>, limits: &Limits) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
     .extension(ErrorCodes)
-    .limit_depth(12)
-    .limit_complexity(5_000)
-    .limit_recursive_depth(32);
+    .extension(limits::AliasLimit {
+        max: limits.max_aliases,
+    })
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .limit_recursive_depth(32)
+    .limit_directives(8);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
     if let Some(state) = state {
         let db = state.db.clone();
         builder = builder

@@ -1,19 +1,61 @@
-//! The axum router: `/graphql`, `/graphql/ws`, playground, dashboard, health and metrics.
+//! The axum router: `/graphql`, `/graphql/ws`, playground, dashboard, health and metrics, with
+//! body-size, timeout, CORS and request-id layers.
 
 mod assets;
 mod graphql;
 mod status;
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::routing::get;
-use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
+use crate::config::Settings;
 use crate::graphql::AppSchema;
 
-/// Largest accepted request body.
-const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Header carrying the request id (generated when the client sends none).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// HTTP-level limits and policies.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Most operations in a batched request; 0 refuses batches.
+    pub max_batch: usize,
+    /// Allowed CORS origins (`*` for any); empty allows none.
+    pub cors_origins: Vec<String>,
+}
+
+impl HttpLimits {
+    /// The limits configured in `settings`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let cors_origins = settings
+            .cors_origins
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
+        HttpLimits {
+            max_body_bytes: settings.max_body_bytes.max(1024),
+            request_timeout: Duration::from_millis(settings.request_timeout_ms.max(100)),
+            max_batch: settings.max_batch,
+            cors_origins,
+        }
+    }
+}
 
 /// State of every handler.
 #[derive(Clone)]
@@ -22,10 +64,39 @@ pub struct HttpState {
     pub app: AppState,
     /// The GraphQL schema.
     pub schema: AppSchema,
+    /// Most operations in a batched request.
+    pub max_batch: usize,
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// One span per request, named by method and path, carrying the request id.
+fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
 }
 
 /// Builds the router.
-pub fn router(app: AppState, schema: AppSchema) -> Router {
+pub fn router(app: AppState, schema: AppSchema, limits: HttpLimits) -> Router {
     Router::new()
         .route(
             "/graphql",
@@ -38,7 +109,18 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
-        .with_state(HttpState { app, schema })
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(cors(&limits.cors_origins))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(HttpState {
+            app,
+            schema,
+            max_batch: limits.max_batch,
+        })
 }

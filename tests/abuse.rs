@@ -1,0 +1,567 @@
+//! Abusive and malformed requests: each gets a clear error with its code, never a 5xx, never a
+//! leak of SQL, paths or panics; the data is unchanged afterwards and the server stays healthy.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A request as a client could send it: raw body, optional key.
+struct Case {
+    name: &'static str,
+    body: Vec<u8>,
+    key: Option<&'static str>,
+    code: &'static str,
+}
+
+fn raw(name: &'static str, body: impl Into<Vec<u8>>, code: &'static str) -> Case {
+    Case {
+        name,
+        body: body.into(),
+        key: Some(ADMIN_KEY),
+        code,
+    }
+}
+
+fn gql(name: &'static str, query: &str, variables: Value, code: &'static str) -> Case {
+    raw(
+        name,
+        json!({ "query": query, "variables": variables }).to_string(),
+        code,
+    )
+}
+
+fn keyed(name: &'static str, key: Option<&'static str>, query: &str, code: &'static str) -> Case {
+    Case {
+        key,
+        ..gql(name, query, json!({}), code)
+    }
+}
+
+fn nested(depth: usize) -> String {
+    let mut inner = "sku".to_owned();
+    for i in 0..depth {
+        inner = if i % 2 == 0 {
+            format!("stockLevels {{ product {{ {inner} }} }}")
+        } else {
+            inner
+        };
+    }
+    format!("{{ products {{ edges {{ node {{ {inner} }} }} }} }}")
+}
+
+fn cases(p: &str) -> Vec<Case> {
+    let p = p.to_owned();
+    let big = "x".repeat(300 * 1024);
+    let aliases: String = (0..100)
+        .map(|i| format!("a{i}: health {{ database }} "))
+        .collect();
+    let directives = "@skip(if: false) ".repeat(20);
+    vec![
+        raw("invalid JSON", "{", "BAD_USER_INPUT"),
+        raw("empty body", "", "BAD_USER_INPUT"),
+        raw("JSON string", "\"hello\"", "BAD_USER_INPUT"),
+        raw("JSON number", "42", "BAD_USER_INPUT"),
+        raw("not UTF-8", vec![0xff, 0xfe, 0x7b], "BAD_USER_INPUT"),
+        raw(
+            "query of the wrong type",
+            r#"{"query": 5}"#,
+            "BAD_USER_INPUT",
+        ),
+        raw(
+            "variables of the wrong type",
+            r#"{"query": "{ stores { id } }", "variables": "x"}"#,
+            "BAD_USER_INPUT",
+        ),
+        raw(
+            "batch when batches are off",
+            r#"[{"query": "{ stores { id } }"}]"#,
+            "BAD_USER_INPUT",
+        ),
+        raw(
+            "batch flood",
+            format!(
+                "[{}]",
+                vec![r#"{"query": "{ stores { id } }"}"#; 500].join(",")
+            ),
+            "BAD_USER_INPUT",
+        ),
+        raw(
+            "body over the limit",
+            format!(r#"{{"query": "{{ stores {{ id }} }}", "pad": "{big}"}}"#),
+            "BAD_USER_INPUT",
+        ),
+        gql("syntax error", "{ products {", json!({}), "BAD_USER_INPUT"),
+        gql("empty query", "", json!({}), "BAD_USER_INPUT"),
+        gql("unknown field", "{ nope }", json!({}), "BAD_USER_INPUT"),
+        gql(
+            "unknown argument",
+            "{ stores(limit: 1) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "wrong argument type",
+            "{ product(id: 5) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "invalid UUID",
+            "{ product(id: \"not-a-uuid\") { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "invalid UUID variable",
+            "query($id: UUID!) { product(id: $id) { id } }",
+            json!({ "id": "123" }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "Int overflow literal",
+            "{ products(first: 2147483648) { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "Int overflow variable",
+            "mutation($d: Int!) { adjustStock(input: {productId: \"00000000-0000-7000-8000-000000000000\", storeId: \"s1\", delta: $d}) { version } }",
+            json!({ "d": 1e20 }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "float for Int",
+            "{ products(first: 1.5) { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "null for non-null",
+            "mutation { createStore(input: {id: null, name: \"x\"}) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "missing input field",
+            "mutation { createStore(input: {id: \"x\"}) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "unknown input field",
+            "mutation { createStore(input: {id: \"x\", name: \"y\", bogus: 1}) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "unknown enum value",
+            "{ reservations(filter: {status: SOLD}) { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "unknown event type",
+            "{ events(filter: {types: [\"stock.gone\"]}) { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "page too large",
+            "{ stockLevels(first: 1000) { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "negative page",
+            "{ products(first: -5) { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "forged cursor",
+            "{ products(after: \"JyBPUiAxPTE7LS0\") { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "bad event cursor",
+            "{ events(after: \"1-1\") { edges { cursor } } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql("depth bomb", &nested(30), json!({}), "BAD_USER_INPUT"),
+        gql(
+            "alias bomb",
+            &format!("{{ {aliases} }}"),
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "directive bomb",
+            &format!("{{ stores {directives} {{ id }} }}"),
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "fragment cycle",
+            "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "batch of 1000 lines",
+            "mutation($lines: [ReserveLineInput!]!) { reserveStockBatch(input: {lines: $lines}) { id } }",
+            json!({ "lines": vec![json!({ "productId": p, "storeId": "s1", "quantity": 1 }); 1000] }),
+            "BAD_USER_INPUT",
+        ),
+        raw(
+            "unknown operation name",
+            r#"{"query": "query A { stores { id } }", "operationName": "B"}"#,
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "two operations, no name",
+            "query A { stores { id } } query B { stores { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "subscription over HTTP",
+            "subscription { inventoryEvents { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "huge SKU",
+            "mutation($s: String!) { createProduct(input: {sku: $s, name: \"x\"}) { id } }",
+            json!({ "s": "S".repeat(100_000) }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "NUL in SKU",
+            "mutation($s: String!) { createProduct(input: {sku: $s, name: \"x\"}) { id } }",
+            json!({ "s": "A\u{0}B" }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "empty SKU",
+            "mutation { createProduct(input: {sku: \"   \", name: \"x\"}) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "non-numeric price",
+            "mutation { createProduct(input: {sku: \"P1\", name: \"x\", price: \"abc\"}) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "store id with a path",
+            "mutation { createStore(input: {id: \"../../etc\", name: \"x\"}) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "negative quantity",
+            "mutation($p: UUID!) { reserveStock(input: {productId: $p, storeId: \"s1\", quantity: -3}) { id } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "zero quantity",
+            "mutation($p: UUID!) { reserveStock(input: {productId: $p, storeId: \"s1\", quantity: 0}) { id } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "zero TTL",
+            "mutation($p: UUID!) { reserveStock(input: {productId: $p, storeId: \"s1\", quantity: 1, ttlSeconds: 0}) { id } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "TTL too long",
+            "mutation($p: UUID!) { reserveStock(input: {productId: $p, storeId: \"s1\", quantity: 1, ttlSeconds: 86401}) { id } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "negative TTL",
+            "mutation($p: UUID!) { reserveStock(input: {productId: $p, storeId: \"s1\", quantity: 1, ttlSeconds: -1}) { id } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "zero delta",
+            "mutation($p: UUID!) { adjustStock(input: {productId: $p, storeId: \"s1\", delta: 0}) { version } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "quantity overflow",
+            "mutation($p: UUID!) { adjustStock(input: {productId: $p, storeId: \"s1\", delta: 2147483647}) { version } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "negative absolute stock",
+            "mutation($p: UUID!) { setStock(input: {productId: $p, storeId: \"s1\", quantity: -1}) { version } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "transfer to itself",
+            "mutation($p: UUID!) { transferStock(input: {productId: $p, fromStoreId: \"s1\", toStoreId: \"s1\", quantity: 1}) { quantity } }",
+            json!({ "p": p }),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "empty batch",
+            "mutation { reserveStockBatch(input: {lines: []}) { id } }",
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        gql(
+            "huge idempotency key",
+            "mutation($p: UUID!, $k: String) { adjustStock(input: {productId: $p, storeId: \"s1\", delta: 1, idempotencyKey: $k}) { version } }",
+            json!({ "p": p, "k": "k".repeat(1000) }),
+            "BAD_USER_INPUT",
+        ),
+        keyed("no key", None, "{ stores { id } }", "UNAUTHENTICATED"),
+        keyed(
+            "unknown key",
+            Some("guess-guess-guess"),
+            "{ stores { id } }",
+            "UNAUTHENTICATED",
+        ),
+        keyed(
+            "read key mutating",
+            Some(READ_KEY),
+            "mutation { createStore(input: {id: \"r\", name: \"r\"}) { id } }",
+            "FORBIDDEN",
+        ),
+        keyed(
+            "write key creating a product",
+            Some(WRITE_KEY),
+            "mutation { createProduct(input: {sku: \"W\", name: \"w\"}) { id } }",
+            "FORBIDDEN",
+        ),
+        keyed(
+            "write key redriving",
+            Some(WRITE_KEY),
+            "mutation { redriveEvents }",
+            "FORBIDDEN",
+        ),
+    ]
+}
+
+const FINGERPRINT: &str = "{ products(first: 100) { edges { node { id sku name price description category updatedAt } } }
+  stores { id name }
+  stockLevels(first: 100) { edges { node { productId storeId quantity reserved version updatedAt } } }
+  reservations(first: 100) { edges { node { id status } } }
+  events(first: 100) { edges { cursor node { type } } } }";
+
+fn leaks(message: &str) -> bool {
+    [
+        "SELECT", "INSERT", "UPDATE ", "sqlx", "sea_orm", "sqlite", "/root", "/work", "src/",
+        ".rs:", "panicked", "thread '",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+#[tokio::test]
+async fn abusive_requests_get_clear_errors_and_change_nothing() {
+    let server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "SAFE", 10).await;
+    events(&admin, 1).await;
+    let before = admin.data(FINGERPRINT, json!({})).await;
+    let http = reqwest::Client::new();
+    let all = cases(&p);
+    assert!(
+        all.len() >= 40,
+        "at least 40 abusive cases, have {}",
+        all.len()
+    );
+    for case in all {
+        let mut request = http
+            .post(format!("{}/graphql", server.url))
+            .header("content-type", "application/json")
+            .body(case.body.clone());
+        if let Some(key) = case.key {
+            request = request.bearer_auth(key);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let status = response.status();
+        assert!(status.as_u16() < 500, "{}: status {status}", case.name);
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{}: not JSON: {text}", case.name));
+        let error = &body["errors"][0];
+        assert_eq!(
+            error["extensions"]["code"], case.code,
+            "{}: {body}",
+            case.name
+        );
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty(),
+            "{}: an error says what is wrong",
+            case.name
+        );
+        assert!(!leaks(&text), "{}: leaks internals: {text}", case.name);
+    }
+    let after = admin.data(FINGERPRINT, json!({})).await;
+    assert_eq!(before, after, "abusive requests changed nothing");
+    assert_eq!(
+        admin.data("{ health { database } }", json!({})).await["health"]["database"],
+        "ok"
+    );
+    assert_eq!(admin.get("/healthz").await.status(), 200);
+    let logs = server.logs();
+    assert!(!logs.contains("panicked"), "the server panicked:\n{logs}");
+}
+
+#[tokio::test]
+async fn hostile_text_is_stored_verbatim() {
+    let server = Server::start();
+    let admin = server.admin();
+    let texts = [
+        "Robert'); DROP TABLE products;--",
+        "' OR '1'='1",
+        "Ünïcödé ✓ 漢字 🚀 עברית",
+        "<script>alert(1)</script>",
+        "tab\tand\nnewline",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        let created = admin
+            .data(
+                "mutation($sku: String!, $name: String!) { createProduct(input: {sku: $sku, name: $name, description: $name}) { id name description } }",
+                json!({ "sku": format!("T-{i}"), "name": text }),
+            )
+            .await;
+        let id = created["createProduct"]["id"].as_str().unwrap();
+        let read = admin
+            .data(
+                "query($id: UUID!) { product(id: $id) { name description } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(read["product"]["name"], *text);
+        assert_eq!(read["product"]["description"], *text);
+    }
+    let found = admin
+        .data("{ productBySku(sku: \"' OR '1'='1\") { id } }", json!({}))
+        .await;
+    assert!(
+        found["productBySku"].is_null(),
+        "SQL-looking input is data, not SQL"
+    );
+    let all = admin
+        .data("{ products(first: 100) { edges { cursor } } }", json!({}))
+        .await;
+    assert_eq!(
+        all["products"]["edges"].as_array().unwrap().len(),
+        texts.len()
+    );
+}
+
+#[tokio::test]
+async fn get_without_a_browser_and_batches_when_enabled() {
+    let server = Server::start_with(Options {
+        env: vec![("STOCKROOM_MAX_BATCH".into(), "3".into())],
+        ..Default::default()
+    });
+    let admin = server.admin();
+    let get = admin.get("/graphql").await;
+    assert_eq!(get.status(), 405);
+    let body: Value = get.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let batch = reqwest::Client::new()
+        .post(format!("{}/graphql", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!([{ "query": "{ stores { id } }" }, { "query": "{ health { database } }" }]))
+        .send()
+        .await
+        .unwrap();
+    let answers: Value = batch.json().await.unwrap();
+    assert_eq!(answers[1]["data"]["health"]["database"], "ok");
+    assert!(answers[0]["data"]["stores"].is_array());
+    let flood = reqwest::Client::new()
+        .post(format!("{}/graphql", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&vec![json!({ "query": "{ stores { id } }" }); 4])
+        .send()
+        .await
+        .unwrap();
+    let refused: Value = flood.json().await.unwrap();
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn introspection_can_be_turned_off_and_cors_allows_configured_origins() {
+    let server = Server::start_with(Options {
+        env: vec![
+            ("STOCKROOM_INTROSPECTION".into(), "false".into()),
+            (
+                "STOCKROOM_CORS_ORIGINS".into(),
+                "https://dash.example.com".into(),
+            ),
+        ],
+        ..Default::default()
+    });
+    let admin = server.admin();
+    let body = admin
+        .request("{ __schema { queryType { name } } }", json!({}))
+        .await;
+    assert!(
+        body["data"]["__schema"].is_null(),
+        "introspection is off: {body}"
+    );
+    let open = Server::start();
+    let body = open
+        .admin()
+        .data("{ __schema { queryType { name } } }", json!({}))
+        .await;
+    assert_eq!(
+        body["__schema"]["queryType"]["name"], "Query",
+        "and on by default"
+    );
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/graphql", server.url))
+        .header("Origin", "https://dash.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://dash.example.com"
+    );
+    let other = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/graphql", server.url))
+        .header("Origin", "https://evil.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let response = reqwest::Client::new()
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "every response carries a request id"
+    );
+}
