@@ -164,25 +164,38 @@ fn spawn_sweeper(
     })
 }
 
-/// `stockroom serve`: migrate, bind, serve until a signal, then shut down in order.
-pub async fn serve(settings: Settings) -> Result<(), StartupError> {
+/// A built service: the router plus its background tasks, ready to be served.
+pub struct Service {
+    /// Every HTTP and WebSocket route.
+    pub router: axum::Router,
+    /// Cancelled to stop accepting requests and end subscriptions.
+    pub shutdown: CancellationToken,
+    /// Cancelled after the last request, to stop the relay (after a final flush) and the sweeper.
+    background: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Connects, migrates and starts the relay, feed and sweeper; returns the router to serve.
+pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     let metrics = install_metrics();
-    let keys = api_keys(&settings)?;
-    let conn = db::connect(&settings)
+    let keys = api_keys(settings)?;
+    let conn = db::connect(settings)
         .await
         .map_err(|e| startup("connecting to the database")(&e))?;
     db::migrate(&conn)
         .await
         .map_err(|e| startup("migrating")(&e))?;
-    let broker = broker(&settings)?;
+    let broker = broker(settings)?;
     let shutdown = CancellationToken::new();
+    let background = CancellationToken::new();
     let committed = Arc::new(Notify::new());
-    let relay_task = relay::spawn(
+    let relay_config = relay_config(settings);
+    let relay = relay::spawn(
         conn.clone(),
         broker.clone(),
-        relay_config(&settings),
+        relay_config,
         committed.clone(),
-        shutdown.clone(),
+        background.clone(),
     );
     let (feed, feed_task) = Feed::start(conn.clone(), broker.clone(), shutdown.clone())
         .await
@@ -191,22 +204,47 @@ pub async fn serve(settings: Settings) -> Result<(), StartupError> {
     if settings.group_commit && settings.is_sqlite() {
         db = db.with_group_commit(settings.group_commit_max);
     }
-    let sweeper = spawn_sweeper(db.clone(), &settings, shutdown.clone());
+    let sweeper = spawn_sweeper(db.clone(), settings, background.clone());
+    let websocket = settings.websocket();
     let state = AppState {
         db,
         broker,
         feed,
-        websocket: settings.websocket(),
+        websocket,
         keys,
         metrics,
     };
-    let schema = graphql::build_schema(Some(state.clone()), &limits(&settings));
+    let schema = graphql::build_schema(Some(state.clone()), &limits(settings));
     let router = crate::http::router(
         state,
         schema,
-        crate::http::HttpLimits::from_settings(&settings),
+        crate::http::HttpLimits::from_settings(settings),
     );
+    Ok(Service {
+        router,
+        shutdown,
+        background,
+        tasks: vec![relay, feed_task, sweeper],
+    })
+}
 
+impl Service {
+    /// Stops the background work: the relay flushes once more, the sweeper and feed end.
+    pub async fn stop_background(self) {
+        self.shutdown.cancel();
+        self.background.cancel();
+        for task in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+    }
+}
+
+/// `stockroom serve`: migrate, bind, serve until SIGINT/SIGTERM; then stop accepting, let
+/// in-flight requests finish (bounded), end subscriptions, flush the relay, exit.
+pub async fn serve(settings: Settings) -> Result<(), StartupError> {
+    let service = build(&settings).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| startup("binding --listen")(&e))?;
@@ -216,9 +254,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartupError> {
     println!("listening on http://{address}");
     tracing::info!(%address, "listening on http://{address}");
 
+    let shutdown = service.shutdown.clone();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let server =
-        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(listener, service.router.clone())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -227,11 +266,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartupError> {
         result = server => result.map_err(|e| startup("serving")(&e))?,
         _ = grace => tracing::warn!("connections still open after the grace period; closing them"),
     }
-    for task in [relay_task, feed_task, sweeper] {
-        if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
-            tracing::warn!("a background task did not stop in time");
-        }
-    }
+    service.stop_background().await;
     tracing::info!("stopped");
     Ok(())
 }

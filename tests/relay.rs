@@ -271,3 +271,60 @@ async fn a_rejected_event_goes_dead_and_is_redriven() {
     let outbox = admin.data("{ outbox { dead pending } }", json!({})).await;
     assert_eq!(outbox["outbox"], json!({ "dead": 0, "pending": 0 }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_requests_flushes_the_relay_and_exits_zero() {
+    let redis = RedisServer::start();
+    let mut server = Server::start_with(with_redis(&redis, &[]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "TERM", 1000).await;
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let client = admin.clone();
+        let p = p.clone();
+        writers.push(tokio::spawn(async move {
+            let mut done = 0;
+            for _ in 0..100 {
+                let body = json!({ "query": ADJUST, "variables": { "p": p, "d": -1 } });
+                let sent = reqwest::Client::new()
+                    .post(format!("{}/graphql", client.url))
+                    .bearer_auth(ADMIN_KEY)
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status().is_success() => done += 1,
+                    _ => break,
+                }
+            }
+            done
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}; logs:\n{}",
+        server.logs()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut answered = 0;
+    for writer in writers {
+        answered += writer.await.unwrap();
+    }
+    let entries = redis.entries(STREAM).await;
+    assert!(answered > 0);
+    assert!(
+        entries.len() > answered,
+        "every answered write ({answered}) and the seed were published before exit: {}",
+        entries.len()
+    );
+    let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+    let expected: Vec<String> = (1..=entries.len()).map(|i| format!("{i}-0")).collect();
+    assert_eq!(ids, expected);
+}
