@@ -129,6 +129,7 @@ fn limits(settings: &Settings) -> graphql::Limits {
         max_complexity: settings.max_complexity,
         max_aliases: settings.max_aliases,
         introspection: settings.introspection,
+        max_page_size: settings.max_page_size,
     }
 }
 

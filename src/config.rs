@@ -217,6 +217,15 @@ pub struct Settings {
     )]
     pub max_aliases: usize,
 
+    /// Largest page size (`first`) of connections; at most 100.
+    #[arg(
+        long,
+        env = "STOCKROOM_MAX_PAGE_SIZE",
+        default_value_t = 100,
+        global = true
+    )]
+    pub max_page_size: i32,
+
     /// Largest request body, in bytes.
     #[arg(long, env = "STOCKROOM_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
     pub max_body_bytes: usize,

@@ -565,3 +565,85 @@ async fn introspection_can_be_turned_off_and_cors_allows_configured_origins() {
         "every response carries a request id"
     );
 }
+
+#[tokio::test]
+async fn internal_errors_are_masked_and_logged() {
+    let server = Server::start();
+    let admin = server.admin();
+    seed(&admin, "s1", "MASK", 1).await;
+    // Break the database underneath the server: the table a query needs is gone.
+    let url = format!("sqlite://{}?mode=rw", server.database.display());
+    let conn = sea_orm::Database::connect(&url).await.unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &conn,
+        "ALTER TABLE reservations RENAME TO reservations_gone",
+    )
+    .await
+    .unwrap();
+    let body = admin
+        .request("{ reservations { edges { cursor } } }", json!({}))
+        .await;
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL_SERVER_ERROR");
+    assert_eq!(error["message"], "internal server error");
+    assert!(!leaks(&body.to_string()), "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let logs = server.logs();
+    assert!(
+        logs.contains("no such table: reservations"),
+        "the cause is logged for operators:\n{logs}"
+    );
+    assert_eq!(
+        admin.data("{ health { database } }", json!({})).await["health"]["database"],
+        "ok"
+    );
+}
+
+#[tokio::test]
+async fn without_keys_beyond_loopback_a_generated_admin_key_is_required() {
+    let server = Server::start_with(Options {
+        env: vec![
+            ("STOCKROOM_API_KEYS".into(), String::new()),
+            ("STOCKROOM_LISTEN".into(), "0.0.0.0:0".into()),
+        ],
+        ..Default::default()
+    });
+    let line = server
+        .banner
+        .iter()
+        .find(|l| l.contains("generated admin key"))
+        .expect("the key is printed once");
+    let key: &'static str = Box::leak(line.rsplit(' ').next().unwrap().to_owned().into_boxed_str());
+    assert!(server.url.starts_with("http://0.0.0.0:"), "{}", server.url);
+    let anonymous = server.client(None);
+    assert_eq!(
+        anonymous.error_code("{ stores { id } }", json!({})).await,
+        "UNAUTHENTICATED"
+    );
+    let admin = server.client(Some(key));
+    admin
+        .data(
+            r#"mutation { createStore(input: {id: "s", name: "s"}) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(!server.logs().contains(key), "the key is never logged");
+}
+
+#[tokio::test]
+async fn the_page_size_limit_is_configurable() {
+    let server = Server::start_with(Options {
+        env: vec![("STOCKROOM_MAX_PAGE_SIZE".into(), "10".into())],
+        ..Default::default()
+    });
+    let admin = server.admin();
+    assert_eq!(
+        admin
+            .error_code("{ products(first: 11) { edges { cursor } } }", json!({}))
+            .await,
+        "BAD_USER_INPUT"
+    );
+    admin
+        .data("{ products(first: 10) { edges { cursor } } }", json!({}))
+        .await;
+}

@@ -28,25 +28,27 @@ pub struct Page<T> {
     pub has_next: bool,
 }
 
-/// Validates `first`: default 20, between 0 and 100.
-pub fn page_size(first: Option<i32>) -> AppResult<u64> {
-    let size = first.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(0..=MAX_PAGE_SIZE).contains(&size) {
+/// Validates `first`: default 20 (or `max` when smaller), between 0 and `max`.
+pub fn page_size(first: Option<i32>, max: i32) -> AppResult<u64> {
+    let size = first.unwrap_or(DEFAULT_PAGE_SIZE.min(max));
+    if !(0..=max).contains(&size) {
         return Err(AppError::bad_input(format!(
-            "first must be between 0 and {MAX_PAGE_SIZE}, got {size}"
+            "first must be between 0 and {max}, got {size}"
         )));
     }
     Ok(size as u64)
 }
 
-/// Builds a page request from GraphQL arguments, decoding the cursor with `parse`.
+/// Builds a page request from GraphQL arguments (at most `max` rows), decoding the cursor with
+/// `parse`.
 pub fn request<K>(
     first: Option<i32>,
+    max: i32,
     after: Option<&str>,
     kind: &str,
     parse: impl Fn(&str) -> Option<K>,
 ) -> AppResult<PageRequest<K>> {
-    let size = page_size(first)?;
+    let size = page_size(first, max)?;
     let after = after
         .map(|cursor| decode(kind, cursor, &parse))
         .transpose()?;

@@ -229,7 +229,8 @@ impl Subscriber {
             };
             match received {
                 Ok(envelope) => self.accept_live(envelope),
-                Err(RecvError::Lagged(_)) => {
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "a subscriber fell behind; catching up from the log");
                     metrics::counter!("stockroom_feed_lagged_total").increment(1);
                     self.catching_up = true;
                 }
@@ -243,6 +244,7 @@ impl Subscriber {
         let after = self.last.unwrap_or(0);
         let rows = read_log(&self.db, after, &EventSelector::default(), CATCH_UP_BATCH).await?;
         if rows.is_empty() {
+            tracing::debug!(after, "a subscriber caught up with the log");
             self.catching_up = false;
             return Ok(());
         }

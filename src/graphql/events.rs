@@ -130,7 +130,7 @@ impl EventQuery {
         first: Option<i32>,
         filter: Option<EventFilter>,
     ) -> Result<Connection<String, InventoryEvent>> {
-        let size = paging::page_size(first)?;
+        let size = paging::page_size(first, super::page_limit(ctx))?;
         let after = position_after(after.as_deref())?;
         let selector = selector(filter)?;
         let mut rows =

@@ -69,6 +69,17 @@ pub struct Limits {
     pub max_aliases: usize,
     /// Whether introspection is answered.
     pub introspection: bool,
+    /// Largest page a connection returns (`first`), at most 100.
+    pub max_page_size: i32,
+}
+
+/// The largest page size, in the schema data.
+struct PageLimit(i32);
+
+/// The largest page size this server accepts.
+pub(crate) fn page_limit(ctx: &Context<'_>) -> i32 {
+    ctx.data_opt::<PageLimit>()
+        .map_or(crate::domain::paging::MAX_PAGE_SIZE, |l| l.0)
 }
 
 impl Default for Limits {
@@ -78,6 +89,7 @@ impl Default for Limits {
             max_complexity: 2000,
             max_aliases: 30,
             introspection: true,
+            max_page_size: crate::domain::paging::MAX_PAGE_SIZE,
         }
     }
 }
@@ -96,7 +108,12 @@ pub fn build_schema(state: Option<AppState>, limits: &Limits) -> AppSchema {
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth(32)
-    .limit_directives(8);
+    .limit_directives(8)
+    .data(PageLimit(
+        limits
+            .max_page_size
+            .clamp(1, crate::domain::paging::MAX_PAGE_SIZE),
+    ));
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

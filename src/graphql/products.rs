@@ -127,7 +127,13 @@ impl ProductQuery {
         after: Option<String>,
         filter: Option<ProductFilter>,
     ) -> Result<Connection<String, Product>> {
-        let page = paging::request(first, after.as_deref(), "product", |s| s.parse().ok())?;
+        let page = paging::request(
+            first,
+            super::page_limit(ctx),
+            after.as_deref(),
+            "product",
+            |s| s.parse().ok(),
+        )?;
         let filter = filter.unwrap_or_default();
         let query = products::ProductQuery {
             category: filter.category,

@@ -195,7 +195,13 @@ impl ReservationQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Reservation>> {
-        let page = paging::request(first, after.as_deref(), "reservation", |s| s.parse().ok())?;
+        let page = paging::request(
+            first,
+            super::page_limit(ctx),
+            after.as_deref(),
+            "reservation",
+            |s| s.parse().ok(),
+        )?;
         let filter = filter.unwrap_or_default();
         let query = reservations::ReservationQuery {
             status: filter.status.map(Status::from),

@@ -269,7 +269,13 @@ async fn levels_page(
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<Connection<String, StockLevel>> {
-    let page = paging::request(first, after.as_deref(), "stock", |s| s.parse().ok())?;
+    let page = paging::request(
+        first,
+        super::page_limit(ctx),
+        after.as_deref(),
+        "stock",
+        |s| s.parse().ok(),
+    )?;
     let rows = stock::list(&state(ctx).db.conn, &query, &page).await?;
     let node = ctx.look_ahead().field("edges").field("node");
     loaders::prime_for_levels(ctx, node, &rows.items).await?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod redis_server;
+pub mod ws;
 
 /// Keys every test server is started with.
 pub const ADMIN_KEY: &str = "admin-key-0001";
@@ -39,6 +40,8 @@ pub struct Server {
     pub database: PathBuf,
     /// Where the server's logs go.
     pub log: PathBuf,
+    /// What the server printed on stdout up to its `listening on` line.
+    pub banner: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -77,12 +80,13 @@ impl Server {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("start stockroom");
-        let url = wait_for_listening(&mut child, &log);
+        let (url, banner) = wait_for_listening(&mut child, &log);
         Server {
             child,
             url,
             database,
             log,
+            banner,
             _dir: Some(dir),
         }
     }
@@ -133,20 +137,24 @@ impl Drop for Server {
     }
 }
 
-fn wait_for_listening(child: &mut Child, log: &std::path::Path) -> String {
+fn wait_for_listening(child: &mut Child, log: &std::path::Path) -> (String, Vec<String>) {
     let stdout = child.stdout.take().expect("stdout");
     let (found, receive) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut banner = Vec::new();
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if !sent && let Some(at) = line.find("listening on http://") {
-                let _ = found.send(line[at + "listening on ".len()..].trim().to_owned());
+                let url = line[at + "listening on ".len()..].trim().to_owned();
+                let _ = found.send((url, std::mem::take(&mut banner)));
                 sent = true;
+            } else if !sent {
+                banner.push(line);
             }
         }
     });
     match receive.recv_timeout(Duration::from_secs(60)) {
-        Ok(url) => url,
+        Ok(found) => found,
         Err(_) => panic!(
             "server did not print its address; logs:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
