@@ -1,0 +1,636 @@
+//! Live subscriptions over a real WebSocket (`graphql-transport-ws`, and the legacy
+//! `graphql-ws`): order, filters, resume with `after`, slow subscribers, `stockLevelChanged`,
+//! authentication, limits, cross-process delivery through Redis, and shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::ws::{Closed, Item, LEGACY_WS, TRANSPORT_WS, WAIT, WsClient};
+use common::*;
+use serde_json::{Value, json};
+
+const EVENTS: &str = "subscription($after: String, $filter: EventFilter) {
+  inventoryEvents(after: $after, filter: $filter) {
+    id cursor position type storeId productId payload occurredAt } }";
+const LEVELS: &str = "subscription($p: UUID, $s: ID) {
+  stockLevelChanged(productId: $p, storeId: $s) {
+    productId storeId quantity reserved available version lowStock } }";
+const ADJUST: &str = "mutation($p: UUID!, $s: ID!, $d: Int!) {
+  adjustStock(input: {productId: $p, storeId: $s, delta: $d}) { version } }";
+const RESERVE: &str = "mutation($p: UUID!, $s: ID!, $q: Int!) {
+  reserveStock(input: {productId: $p, storeId: $s, quantity: $q}) { id } }";
+const BATCH: &str = "mutation($lines: [ReserveLineInput!]!) {
+  reserveStockBatch(input: {lines: $lines}) { id } }";
+
+/// Variables of a subscription to `stock.updated` only.
+static UPDATES: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({ "filter": { "types": ["stock.updated"] } }));
+
+fn env(pairs: &[(&str, &str)]) -> Options {
+    Options {
+        env: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The value of a metric in `/metrics` (0 when absent).
+async fn metric(client: &Client, name: &str) -> f64 {
+    let text = client
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until the server holds `count` open subscriptions, so that "live from now" starts
+/// before the test writes.
+async fn wait_subscribed(client: &Client, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    while metric(client, "stockroom_subscriptions_open").await < count as f64 {
+        assert!(Instant::now() < deadline, "subscriptions did not open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn adjust(client: &Client, product: &str, store: &str, delta: i32) {
+    client
+        .data(ADJUST, json!({ "p": product, "s": store, "d": delta }))
+        .await;
+}
+
+/// Waits until the server's feed has forwarded the first `count` events of the log, so that a
+/// live subscription opened now starts after them.
+async fn settle(client: &Client, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    while metric(client, "stockroom_feed_position").await < count as f64 {
+        assert!(Instant::now() < deadline, "the feed did not reach {count}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The `inventoryEvents` nodes of `data` payloads.
+fn nodes(data: Vec<Value>) -> Vec<Value> {
+    data.into_iter()
+        .map(|d| d["inventoryEvents"].clone())
+        .collect()
+}
+
+/// Positions strictly increasing by one.
+fn assert_contiguous(events: &[Value]) {
+    let positions: Vec<i64> = events
+        .iter()
+        .map(|e| e["position"].as_i64().expect("position"))
+        .collect();
+    for pair in positions.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "no gap, no duplicate: {positions:?}");
+    }
+}
+
+#[tokio::test]
+async fn events_arrive_live_in_log_order() {
+    let server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "LIVE", 100).await;
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    // "Live from now" starts at the newest event the feed has seen; the seed's `stock.created`
+    // may still be on its way, so listen to the updates only.
+    ws.subscribe("1", EVENTS, UPDATES.clone()).await;
+    wait_subscribed(&admin, 1).await;
+    for d in [1, -2, 3, -4, 5] {
+        adjust(&admin, &p, "s1", d).await;
+    }
+    let got = nodes(ws.take_data("1", 5).await);
+    let log = events(&admin, 6).await;
+    assert_eq!(
+        ids(&got),
+        ids(&log[1..]),
+        "exactly the new events, in log order"
+    );
+    assert_contiguous(&got);
+    for (event, logged) in got.iter().zip(&log[1..]) {
+        assert_eq!(event["cursor"], logged["cursor"]);
+        assert_eq!(event["type"], "stock.updated");
+        assert_eq!(event["payload"], logged["payload"]);
+    }
+    let changes: Vec<i64> = got
+        .iter()
+        .map(|e| e["payload"]["change"].as_i64().unwrap())
+        .collect();
+    assert_eq!(changes, [1, -2, 3, -4, 5]);
+    ws.assert_quiet("1", Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn filters_by_type_store_and_product() {
+    let server = Server::start();
+    let admin = server.admin();
+    create_store(&admin, "s1").await;
+    create_store(&admin, "s2").await;
+    let a = create_product(&admin, "FILTER-A").await;
+    let b = create_product(&admin, "FILTER-B").await;
+    for (p, s) in [(&a, "s1"), (&a, "s2"), (&b, "s1"), (&b, "s2")] {
+        init_stock(&admin, p, s, 10, 3).await;
+    }
+    let start = events(&admin, 4).await[3]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    let filters = [
+        ("types", json!({ "types": ["stock.low", "stock.depleted"] })),
+        ("store", json!({ "storeId": "s2" })),
+        ("product", json!({ "productId": b })),
+        (
+            "both",
+            json!({ "productId": a, "storeId": "s1", "types": ["stock.updated"] }),
+        ),
+    ];
+    for (id, filter) in &filters {
+        ws.subscribe(id, EVENTS, json!({ "filter": filter, "after": start }))
+            .await;
+    }
+    wait_subscribed(&admin, filters.len()).await;
+    adjust(&admin, &a, "s1", -8).await; // updated + low
+    adjust(&admin, &a, "s2", 1).await;
+    adjust(&admin, &b, "s2", -10).await; // updated + low + depleted
+    adjust(&admin, &b, "s1", 2).await;
+    admin
+        .data(RESERVE, json!({ "p": a, "s": "s1", "q": 2 }))
+        .await; // reservation.created + depleted
+    let all = events(&admin, 13).await;
+    let from = all
+        .iter()
+        .position(|e| e["cursor"] == start.as_str())
+        .expect("start cursor");
+    let log = all[from + 1..].to_vec();
+    assert_eq!(log.len(), 9, "{log:?}");
+    let expect = |keep: &dyn Fn(&Value) -> bool| -> Vec<String> {
+        ids(&log.iter().filter(|e| keep(e)).cloned().collect::<Vec<_>>())
+    };
+    let wanted = [
+        expect(&|e| ["stock.low", "stock.depleted"].contains(&e["type"].as_str().unwrap())),
+        expect(&|e| e["storeId"] == "s2"),
+        expect(&|e| e["productId"] == b.as_str()),
+        expect(&|e| {
+            e["productId"] == a.as_str() && e["storeId"] == "s1" && e["type"] == "stock.updated"
+        }),
+    ];
+    assert_eq!(wanted[0].len(), 4, "low, low, depleted, depleted: {log:?}");
+    for ((id, _), wanted) in filters.iter().zip(wanted) {
+        let got = nodes(ws.take_data(id, wanted.len()).await);
+        assert_eq!(ids(&got), wanted, "filter {id}");
+        ws.assert_quiet(id, Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn resume_after_a_disconnect_yields_exactly_the_missed_events_then_live() {
+    let server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "RESUME", 1000).await;
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    ws.subscribe("1", EVENTS, UPDATES.clone()).await;
+    wait_subscribed(&admin, 1).await;
+    for d in 1..=3 {
+        adjust(&admin, &p, "s1", d).await;
+    }
+    let seen = nodes(ws.take_data("1", 3).await);
+    let cursor = seen[2]["cursor"].as_str().unwrap().to_owned();
+    ws.close().await;
+    wait_subscribed_below(&admin, 1).await;
+
+    // Writes while disconnected.
+    for d in 4..=10 {
+        adjust(&admin, &p, "s1", d).await;
+    }
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    ws.subscribe("again", EVENTS, json!({ "after": cursor }))
+        .await;
+    let missed = nodes(ws.take_data("again", 7).await);
+    let log = events(&admin, 11).await;
+    assert_eq!(ids(&missed), ids(&log[4..11]), "exactly the missed events");
+    assert_eq!(missed[0]["position"].as_i64(), Some(5));
+    // Then live, without a duplicate.
+    for d in 11..=13 {
+        adjust(&admin, &p, "s1", d).await;
+    }
+    let live = nodes(ws.take_data("again", 3).await);
+    let all: Vec<Value> = missed.into_iter().chain(live).collect();
+    assert_contiguous(&all);
+    let log = events(&admin, 14).await;
+    assert_eq!(ids(&all), ids(&log[4..]));
+    ws.assert_quiet("again", Duration::from_millis(300)).await;
+
+    // From the start of the log, and a bad cursor.
+    ws.subscribe("all", EVENTS, json!({ "after": "0-0" })).await;
+    let everything = nodes(ws.take_data("all", 14).await);
+    assert_eq!(ids(&everything), ids(&log));
+    ws.subscribe("bad", EVENTS, json!({ "after": "x-y" })).await;
+    match ws.item("bad", WAIT).await {
+        Ok(Item::Next(result)) => {
+            assert_eq!(result["errors"][0]["extensions"]["code"], "BAD_USER_INPUT")
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+async fn wait_subscribed_below(client: &Client, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    while metric(client, "stockroom_subscriptions_open").await >= count as f64 {
+        assert!(Instant::now() < deadline, "subscriptions did not close");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_still_gets_every_event_in_order() {
+    const BATCHES: usize = 55;
+    const LINES: usize = 100;
+    let server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "SLOW", 10_000_000).await;
+    let mut ws = WsClient::open_small_buffer(&server.url, READ_KEY, 16 * 1024).await;
+    let start = events(&admin, 1).await[0]["cursor"].clone();
+    // Large messages (the payload eight times, ~6 KB) so that the kernel's socket buffers
+    // hold only a few hundred events and the feed's channel overflows.
+    let query = format!(
+        "subscription($after: String) {{ inventoryEvents(after: $after) {{ id position type {} }} }}",
+        (1..=8)
+            .map(|i| format!("p{i}: payload"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    ws.subscribe("1", &query, json!({ "after": start })).await;
+    wait_subscribed(&admin, 1).await;
+
+    // Write 5,500 events (more than the 4,096 the feed buffers) while the subscriber does not
+    // read, from several concurrent clients.
+    let started = Instant::now();
+    let lines: Vec<Value> = (0..LINES)
+        .map(|_| json!({ "productId": p, "storeId": "s1", "quantity": 1 }))
+        .collect();
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let client = server.client(Some(WRITE_KEY));
+        let lines = lines.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in (w..BATCHES).step_by(3) {
+                client.data(BATCH, json!({ "lines": lines })).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = BATCHES * LINES;
+    eprintln!("wrote {total} events in {:?}", started.elapsed());
+
+    // The relay may still be publishing: wait until the feed has forwarded everything, so the
+    // channel has certainly overflowed before the subscriber reads again.
+    settle(&admin, total + 1).await;
+    eprintln!("settled after {:?}", started.elapsed());
+    // Then read slowly.
+    let mut got = Vec::with_capacity(total);
+    while got.len() < total {
+        got.push(ws.next_data("1").await["inventoryEvents"].clone());
+        if got.len() % 500 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("read {total} events after {:?}", started.elapsed());
+    assert_contiguous(&got);
+    assert_eq!(
+        got[0]["position"].as_i64(),
+        Some(2),
+        "from the first new event"
+    );
+    assert!(got.iter().all(|e| e["type"] == "reservation.created"));
+    ws.assert_quiet("1", Duration::from_millis(300)).await;
+    let lagged = metric(&admin, "stockroom_feed_lagged_total").await;
+    eprintln!("the subscriber lagged {lagged} times and was caught up from the log");
+    assert!(lagged >= 1.0, "the test must exercise the catch-up path");
+}
+
+#[tokio::test]
+async fn stock_level_changed_carries_the_new_level() {
+    let server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "LEVEL", 10).await;
+    create_store(&admin, "s2").await;
+    init_stock(&admin, &p, "s2", 4, 1).await;
+    settle(&admin, 2).await;
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    ws.subscribe("s1", LEVELS, json!({ "p": p, "s": "s1" }))
+        .await;
+    ws.subscribe("any", LEVELS, json!({})).await;
+    wait_subscribed(&admin, 2).await;
+
+    admin
+        .data(RESERVE, json!({ "p": p, "s": "s1", "q": 3 }))
+        .await;
+    let level = ws.next_data("s1").await["stockLevelChanged"].clone();
+    assert_eq!(level["quantity"], 10);
+    assert_eq!(level["reserved"], 3);
+    assert_eq!(level["available"], 7);
+    let current = common::level(&admin, &p, "s1").await;
+    assert_eq!(level["version"], current["version"]);
+
+    adjust(&admin, &p, "s1", 5).await;
+    let level = ws.next_data("s1").await["stockLevelChanged"].clone();
+    assert_eq!(
+        (
+            &level["quantity"],
+            &level["reserved"],
+            &level["available"],
+            &level["version"]
+        ),
+        (
+            &json!(15),
+            &json!(3),
+            &json!(12),
+            &current["version"].as_i64().map(|v| v + 1).into()
+        )
+    );
+    assert_eq!(level, {
+        let mut now = common::level(&admin, &p, "s1").await;
+        now["productId"] = json!(p);
+        now["storeId"] = json!("s1");
+        now.as_object_mut().unwrap().remove("reorderPoint");
+        now
+    });
+
+    // A transfer changes two levels: both reach the unfiltered subscriber, s2 never reaches s1.
+    admin
+        .data(
+            "mutation($p: UUID!) { transferStock(input: {productId: $p, fromStoreId: \"s2\", toStoreId: \"s1\", quantity: 4}) { quantity } }",
+            json!({ "p": p }),
+        )
+        .await;
+    let mut any = Vec::new();
+    while any.len() < 4 {
+        any.push(ws.next_data("any").await["stockLevelChanged"].clone());
+    }
+    let last_two: Vec<(&str, i64)> = any[2..]
+        .iter()
+        .map(|l| {
+            (
+                l["storeId"].as_str().unwrap(),
+                l["quantity"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(last_two.contains(&("s2", 0)) && last_two.contains(&("s1", 19)));
+    let s2 = any[2..].iter().find(|l| l["storeId"] == "s2").unwrap();
+    assert_eq!(s2["available"], 0);
+    assert_eq!(s2["lowStock"], true);
+    let s1 = ws.next_data("s1").await["stockLevelChanged"].clone();
+    assert_eq!(
+        (s1["quantity"].as_i64(), s1["available"].as_i64()),
+        (Some(19), Some(16))
+    );
+    ws.assert_quiet("s1", Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn missing_or_unknown_keys_are_refused() {
+    let server = Server::start();
+    // No key.
+    let mut ws = WsClient::connect(&server.url, TRANSPORT_WS).await;
+    let closed = ws.init(json!({})).await.unwrap_err();
+    assert_eq!(closed.code, 4403, "{closed:?}");
+    // Unknown key, both spellings.
+    let mut ws = WsClient::connect(&server.url, TRANSPORT_WS).await;
+    let closed = ws.init(json!({ "apiKey": "nope" })).await.unwrap_err();
+    assert_eq!(closed.code, 4403);
+    let mut ws = WsClient::connect(&server.url, TRANSPORT_WS).await;
+    let closed = ws
+        .init(json!({ "Authorization": "Bearer nope" }))
+        .await
+        .unwrap_err();
+    assert_eq!(closed.code, 4403);
+    // The header spelling of a good key works.
+    let mut ws = WsClient::connect(&server.url, TRANSPORT_WS).await;
+    ws.init(json!({ "Authorization": format!("Bearer {READ_KEY}") }))
+        .await
+        .expect("acked");
+    // Subscribing before connection_init.
+    let mut ws = WsClient::connect(&server.url, TRANSPORT_WS).await;
+    ws.subscribe("1", EVENTS, json!({})).await;
+    assert_eq!(ws.wait_closed(WAIT).await.code, 4401);
+    // Legacy protocol: connection_error, then the close.
+    let mut ws = WsClient::connect(&server.url, LEGACY_WS).await;
+    let closed = ws.init(json!({ "apiKey": "nope" })).await.unwrap_err();
+    assert_eq!(closed.code, 4403, "{closed:?}");
+    // No subprotocol at all.
+    let refused = tokio_tungstenite::connect_async(common::ws::ws_url(&server.url)).await;
+    assert!(
+        refused.is_err(),
+        "an upgrade without a GraphQL subprotocol is refused"
+    );
+}
+
+#[tokio::test]
+async fn legacy_graphql_ws_protocol_streams_events() {
+    let server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "LEGACY", 10).await;
+    let mut ws = WsClient::connect(&server.url, LEGACY_WS).await;
+    ws.init(json!({ "apiKey": READ_KEY })).await.expect("acked");
+    ws.subscribe("1", EVENTS, UPDATES.clone()).await;
+    wait_subscribed(&admin, 1).await;
+    adjust(&admin, &p, "s1", 2).await;
+    adjust(&admin, &p, "s1", -1).await;
+    let got = nodes(ws.take_data("1", 2).await);
+    assert_eq!(ids(&got), ids(&events(&admin, 3).await[1..]));
+    ws.complete("1").await;
+    assert!(matches!(ws.item("1", WAIT).await, Ok(Item::Complete)));
+    wait_subscribed_below(&admin, 1).await;
+}
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_capped() {
+    let server = Server::start_with(env(&[("STOCKROOM_WS_MAX_SUBSCRIPTIONS", "3")]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "CAP", 10).await;
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    for id in ["1", "2", "3"] {
+        ws.subscribe(id, EVENTS, json!({})).await;
+    }
+    wait_subscribed(&admin, 3).await;
+    ws.subscribe("4", LEVELS, json!({})).await;
+    match ws.item("4", WAIT).await {
+        Ok(Item::Next(result)) => {
+            assert_eq!(result["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+            assert!(
+                result["errors"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("too many subscriptions")
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(ws.item("4", WAIT).await, Ok(Item::Complete)));
+    // Another connection has its own allowance.
+    let mut other = WsClient::open(&server.url, READ_KEY).await;
+    other.subscribe("1", EVENTS, json!({})).await;
+    wait_subscribed(&admin, 4).await;
+    // Completing one frees a slot.
+    ws.complete("2").await;
+    assert!(matches!(ws.item("2", WAIT).await, Ok(Item::Complete)));
+    wait_subscribed_below(&admin, 4).await;
+    ws.subscribe("5", EVENTS, json!({})).await;
+    wait_subscribed(&admin, 4).await;
+    adjust(&admin, &p, "s1", 1).await;
+    for id in ["1", "3", "5"] {
+        let event = ws.next_data(id).await;
+        assert_eq!(event["inventoryEvents"]["type"], "stock.updated");
+    }
+    other.next_data("1").await;
+}
+
+#[tokio::test]
+async fn init_timeout_keepalive_and_message_size() {
+    let server = Server::start_with(env(&[
+        ("STOCKROOM_WS_INIT_TIMEOUT_MS", "300"),
+        ("STOCKROOM_WS_KEEPALIVE_MS", "100"),
+        ("STOCKROOM_WS_MAX_MESSAGE_BYTES", "4096"),
+    ]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "KEEP", 10).await;
+
+    // No connection_init in time.
+    let started = Instant::now();
+    let mut silent = WsClient::connect(&server.url, TRANSPORT_WS).await;
+    let closed = silent.wait_closed(WAIT).await;
+    assert_eq!(closed.code, 4408, "{closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Pings keep coming while the client only listens, and the connection stays open.
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    ws.subscribe("1", EVENTS, json!({})).await;
+    wait_subscribed(&admin, 1).await;
+    ws.assert_quiet("1", Duration::from_millis(1200)).await;
+    assert!(ws.keepalives >= 5, "pings: {}", ws.keepalives);
+    adjust(&admin, &p, "s1", 1).await;
+    ws.next_data("1").await;
+
+    // Legacy clients get `ka`.
+    let mut legacy = WsClient::connect(&server.url, LEGACY_WS).await;
+    legacy
+        .init(json!({ "apiKey": READ_KEY }))
+        .await
+        .expect("acked");
+    legacy.assert_quiet("x", Duration::from_millis(500)).await;
+    assert!(legacy.keepalives >= 2);
+
+    // A message over the limit ends the connection.
+    let query = format!(
+        "subscription {{ inventoryEvents {{ id }} }} #{}",
+        "x".repeat(8000)
+    );
+    ws.send(json!({ "id": "big", "type": "subscribe", "payload": { "query": query } }))
+        .await;
+    let closed = ws.wait_closed(WAIT).await;
+    assert_ne!(closed.code, 0, "closed: {closed:?}");
+}
+
+#[tokio::test]
+async fn a_subscriber_on_one_server_sees_writes_made_on_another() {
+    let redis = RedisServer::start();
+    let redis_env = vec![
+        ("REDIS_URL".to_owned(), redis.url()),
+        ("STOCKROOM_RELAY_POLL_MS".to_owned(), "100".to_owned()),
+    ];
+    let mut a = Server::start_with(Options {
+        env: redis_env.clone(),
+        ..Default::default()
+    });
+    let _dir = a.take_dir();
+    let b = Server::start_with(Options {
+        env: redis_env,
+        database: Some(a.database.clone()),
+        ..Default::default()
+    });
+    let on_a = a.admin();
+    let p = seed(&on_a, "s1", "CROSS", 100).await;
+
+    settle(&b.admin(), 1).await;
+    let mut ws = WsClient::open(&b.url, READ_KEY).await;
+    ws.subscribe("events", EVENTS, UPDATES.clone()).await;
+    ws.subscribe("levels", LEVELS, json!({ "p": p })).await;
+    wait_subscribed(&b.admin(), 2).await;
+    for d in [5, -3, 7] {
+        adjust(&on_a, &p, "s1", d).await;
+    }
+    let got = nodes(ws.take_data("events", 3).await);
+    let log = events(&on_a, 4).await;
+    assert_eq!(ids(&got), ids(&log[1..]));
+    assert_contiguous(&got);
+    let mut levels = Vec::new();
+    while levels.last() != Some(&109) {
+        let level = ws.next_data("levels").await;
+        levels.push(level["stockLevelChanged"]["quantity"].as_i64().unwrap());
+    }
+    assert_eq!(levels, [105, 102, 109]);
+    // Resume on B from a cursor, while A keeps writing.
+    let mut again = WsClient::open(&b.url, READ_KEY).await;
+    again
+        .subscribe("1", EVENTS, json!({ "after": got[0]["cursor"] }))
+        .await;
+    adjust(&on_a, &p, "s1", 1).await;
+    let resumed = nodes(again.take_data("1", 3).await);
+    assert_eq!(ids(&resumed[..2]), ids(&got[1..]));
+    assert_eq!(resumed[2]["payload"]["change"], 1);
+}
+
+#[tokio::test]
+async fn sigterm_closes_open_subscriptions_and_exits_promptly() {
+    let mut server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "TERM", 10).await;
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    ws.subscribe("1", EVENTS, json!({})).await;
+    ws.subscribe("2", LEVELS, json!({})).await;
+    wait_subscribed(&admin, 2).await;
+    adjust(&admin, &p, "s1", 1).await;
+    ws.next_data("1").await;
+
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (status, server)
+    })
+    .await
+    .unwrap()
+    .0;
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let closed: Closed = ws.wait_closed(WAIT).await;
+    assert!(
+        closed.code == 1001 || closed.code == 1006,
+        "closed with {closed:?}"
+    );
+    eprintln!("exited in {took:?}; connection closed with {closed:?}");
+}
