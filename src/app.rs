@@ -191,20 +191,20 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     let background = CancellationToken::new();
     let committed = Arc::new(Notify::new());
     let relay_config = relay_config(settings);
+    let (feed, feed_task) = Feed::start(conn.clone(), broker.clone(), shutdown.clone())
+        .await
+        .map_err(|e| startup("starting the feed")(&e))?;
+    let mut db = Db::new(conn, committed.clone());
+    if settings.group_commit && settings.is_sqlite() {
+        db = db.with_group_commit(settings.group_commit_max);
+    }
     let relay = relay::spawn(
-        conn.clone(),
+        db.clone(),
         broker.clone(),
         relay_config,
         committed.clone(),
         background.clone(),
     );
-    let (feed, feed_task) = Feed::start(conn.clone(), broker.clone(), shutdown.clone())
-        .await
-        .map_err(|e| startup("starting the feed")(&e))?;
-    let mut db = Db::new(conn, committed);
-    if settings.group_commit && settings.is_sqlite() {
-        db = db.with_group_commit(settings.group_commit_max);
-    }
     let sweeper = spawn_sweeper(db.clone(), settings, background.clone());
     let websocket = settings.websocket();
     let state = AppState {

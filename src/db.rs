@@ -105,16 +105,39 @@ impl Db {
             + 'static,
         T: Send + 'static,
     {
+        self.write_waking(work, true).await
+    }
+
+    /// Like [`Db::write`] for the relay's own bookkeeping: the commit does not wake the relay.
+    pub async fn write_quietly<T, F>(&self, work: F) -> AppResult<T>
+    where
+        F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>
+            + Clone
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        self.write_waking(work, false).await
+    }
+
+    async fn write_waking<T, F>(&self, work: F, wake: bool) -> AppResult<T>
+    where
+        F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>
+            + Clone
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
         if let Some(group) = &self.group {
-            match group.write(work.clone()).await {
+            match group.write(work.clone(), wake).await {
                 Err(AppError::Database(error)) if is_transient(&error) => {}
                 outcome => return outcome,
             }
         }
-        self.write_alone(work).await
+        self.write_alone(work, wake).await
     }
 
-    async fn write_alone<T, F>(&self, work: F) -> AppResult<T>
+    async fn write_alone<T, F>(&self, work: F, wake: bool) -> AppResult<T>
     where
         F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>,
         T: Send,
@@ -128,7 +151,9 @@ impl Db {
             };
             match outcome {
                 Ok(value) => {
-                    self.committed.notify_one();
+                    if wake {
+                        self.committed.notify_one();
+                    }
                     return Ok(value);
                 }
                 Err(AppError::Database(error))

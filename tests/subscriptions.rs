@@ -454,6 +454,7 @@ async fn legacy_graphql_ws_protocol_streams_events() {
     let server = Server::start();
     let admin = server.admin();
     let p = seed(&admin, "s1", "LEGACY", 10).await;
+    settle(&admin, 1).await;
     let mut ws = WsClient::connect(&server.url, LEGACY_WS).await;
     ws.init(json!({ "apiKey": READ_KEY })).await.expect("acked");
     ws.subscribe("1", EVENTS, UPDATES.clone()).await;
@@ -472,6 +473,7 @@ async fn subscriptions_per_connection_are_capped() {
     let server = Server::start_with(env(&[("STOCKROOM_WS_MAX_SUBSCRIPTIONS", "3")]));
     let admin = server.admin();
     let p = seed(&admin, "s1", "CAP", 10).await;
+    settle(&admin, 1).await;
     let mut ws = WsClient::open(&server.url, READ_KEY).await;
     for id in ["1", "2", "3"] {
         ws.subscribe(id, EVENTS, json!({})).await;
@@ -609,6 +611,7 @@ async fn sigterm_closes_open_subscriptions_and_exits_promptly() {
     let mut server = Server::start();
     let admin = server.admin();
     let p = seed(&admin, "s1", "TERM", 10).await;
+    settle(&admin, 1).await;
     let mut ws = WsClient::open(&server.url, READ_KEY).await;
     ws.subscribe("1", EVENTS, json!({})).await;
     ws.subscribe("2", LEVELS, json!({})).await;

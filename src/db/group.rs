@@ -20,12 +20,15 @@ trait Job: Send {
     fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction) -> BoxFuture<'c, Completion>;
     /// Answers the caller without running: the group could not start.
     fn abandon(self: Box<Self>, error: &DbErr);
+    /// Whether committing this write should wake the relay (it appended events).
+    fn wakes_relay(&self) -> bool;
 }
 
 /// A caller's write and the channel its answer goes back on.
 struct Pending<T, F> {
     work: F,
     reply: oneshot::Sender<AppResult<T>>,
+    wake: bool,
 }
 
 impl<T, F> Job for Pending<T, F>
@@ -35,7 +38,7 @@ where
 {
     fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction) -> BoxFuture<'c, Completion> {
         Box::pin(async move {
-            let Pending { work, reply } = *self;
+            let Pending { work, reply, .. } = *self;
             let outcome = in_savepoint(txn, work).await;
             let complete: Completion = Box::new(move |committed| {
                 let answer = match committed {
@@ -46,6 +49,10 @@ where
             });
             complete
         })
+    }
+
+    fn wakes_relay(&self) -> bool {
+        self.wake
     }
 
     fn abandon(self: Box<Self>, error: &DbErr) {
@@ -87,13 +94,14 @@ impl GroupCommitter {
     }
 
     /// Runs `work` in the next group; returns its own outcome once the group has committed.
-    pub async fn write<T, F>(&self, work: F) -> AppResult<T>
+    /// `wake`: the commit wakes the relay.
+    pub async fn write<T, F>(&self, work: F, wake: bool) -> AppResult<T>
     where
         T: Send + 'static,
         F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(Pending { work, reply });
+        let job: Box<dyn Job> = Box::new(Pending { work, reply, wake });
         self.jobs
             .send(job)
             .await
@@ -115,6 +123,7 @@ async fn write_groups(
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(max_group);
     while queue.recv_many(&mut group, max_group).await > 0 {
         metrics::histogram!("stockroom_group_commit_size").record(group.len() as f64);
+        let wake = group.iter().any(|job| job.wakes_relay());
         let txn = match begin_write(&conn).await {
             Ok(txn) => txn,
             Err(error) => {
@@ -134,7 +143,7 @@ async fn write_groups(
         for complete in completions {
             complete(outcome.as_ref().map(|_| ()));
         }
-        if outcome.is_ok() {
+        if outcome.is_ok() && wake {
             committed.notify_one();
         }
     }

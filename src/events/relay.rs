@@ -8,18 +8,19 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use sea_orm::sea_query::{Expr, Func};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken as Shutdown;
 use uuid::Uuid;
 
 use super::broker::{Broker, Delivery};
-use crate::db::begin_write;
+use crate::db::Db;
 use crate::entity::{event, relay_lease};
+use crate::error::{AppError, AppResult};
 
 /// Relay settings.
 #[derive(Debug, Clone)]
@@ -46,7 +47,7 @@ struct Worker {
     held_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// When the gauges were last refreshed.
     gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
-    db: DatabaseConnection,
+    db: Db,
     broker: Arc<dyn Broker>,
     config: RelayConfig,
     holder: String,
@@ -56,7 +57,7 @@ struct Worker {
 /// Starts the relay task; `wake` is notified by every commit that appended events. It runs
 /// until `shutdown` fires, then flushes once more.
 pub fn spawn(
-    db: DatabaseConnection,
+    db: Db,
     broker: Arc<dyn Broker>,
     config: RelayConfig,
     wake: Arc<Notify>,
@@ -136,7 +137,7 @@ impl Worker {
             .filter(event::Column::Position.is_not_null())
             .order_by_asc(event::Column::Position)
             .limit(self.config.batch)
-            .all(&self.db)
+            .all(&self.db.conn)
             .await?;
         if batch.is_empty() {
             return Ok(0);
@@ -160,37 +161,39 @@ impl Worker {
 
     /// Marks delivered events published; counts attempts on rejected ones and buries them at the
     /// limit.
-    async fn record(&self, batch: &[event::Model], deliveries: &[Delivery]) -> Result<(), DbErr> {
+    async fn record(&self, batch: &[event::Model], deliveries: &[Delivery]) -> AppResult<()> {
         let now = crate::domain::now();
-        let mut published = Vec::new();
-        let txn = begin_write(&self.db).await?;
+        let mut outcome = Outcome {
+            now,
+            published: Vec::new(),
+            rejected: Vec::new(),
+        };
         for (e, delivery) in batch.iter().zip(deliveries) {
             match delivery {
-                Delivery::Published => published.push(e.seq),
+                Delivery::Published => outcome.published.push(e.seq),
                 Delivery::Rejected(reason) => {
                     let attempts = e.attempts + 1;
                     let dead = attempts >= self.config.max_attempts;
                     tracing::warn!(event_id = %e.id, attempts, dead, %reason, "broker rejected event");
-                    event::Entity::update_many()
-                        .col_expr(event::Column::Attempts, Expr::value(attempts))
-                        .col_expr(event::Column::LastError, Expr::value(reason.clone()))
-                        .col_expr(event::Column::DeadAt, Expr::value(dead.then_some(now)))
-                        .filter(event::Column::Seq.eq(e.seq))
-                        .exec(&txn)
-                        .await?;
+                    outcome
+                        .rejected
+                        .push((e.seq, attempts, reason.clone(), dead));
                 }
             }
         }
-        for chunk in published.chunks(500) {
-            event::Entity::update_many()
-                .col_expr(event::Column::PublishedAt, Expr::value(now))
-                .filter(event::Column::Seq.is_in(chunk.iter().copied()))
-                .exec(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        metrics::counter!("stockroom_relay_published_total").increment(published.len() as u64);
-        for e in batch.iter().filter(|e| published.contains(&e.seq)) {
+        let recorded = outcome.clone();
+        self.db
+            .write_quietly(move |txn| {
+                let outcome = recorded.clone();
+                Box::pin(async move { Ok(outcome.apply(txn).await?) })
+            })
+            .await?;
+        metrics::counter!("stockroom_relay_published_total")
+            .increment(outcome.published.len() as u64);
+        for e in batch
+            .iter()
+            .filter(|e| outcome.published.binary_search(&e.seq).is_ok())
+        {
             let lag = (now - e.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::histogram!("stockroom_relay_commit_to_publish_seconds").record(lag);
         }
@@ -207,7 +210,7 @@ impl Worker {
             *at = Some(std::time::Instant::now());
         }
         self.broker.ping().await;
-        let figures = super::outbox::figures(&self.db).await?;
+        let figures = super::outbox::figures(&self.db.conn).await?;
         metrics::gauge!("stockroom_outbox_pending").set(figures.pending as f64);
         metrics::gauge!("stockroom_outbox_dead").set(figures.dead as f64);
         Ok(())
@@ -215,7 +218,7 @@ impl Worker {
 
     /// True while the lease is ours for at least half its lifetime, without asking the database;
     /// otherwise takes or renews it. False when another live process holds it.
-    async fn hold_lease(&self) -> Result<bool, DbErr> {
+    async fn hold_lease(&self) -> AppResult<bool> {
         let fresh = |until: &Option<std::time::Instant>| {
             until.is_some_and(|t| t > std::time::Instant::now() + self.config.lease_ttl / 2)
         };
@@ -228,49 +231,22 @@ impl Worker {
         Ok(held)
     }
 
-    async fn renew_lease(&self) -> Result<bool, DbErr> {
-        let now = Utc::now();
-        let until = now + chrono::Duration::from_std(self.config.lease_ttl).unwrap_or_default();
-        let txn = begin_write(&self.db).await?;
-        let current = relay_lease::Entity::find_by_id(LEASE_NAME)
-            .one(&txn)
-            .await?;
-        let held = match current {
-            None => {
-                relay_lease::Entity::insert(relay_lease::ActiveModel {
-                    name: Set(LEASE_NAME.to_owned()),
-                    holder: Set(self.holder.clone()),
-                    expires_at: Set(until),
-                })
-                .exec_without_returning(&txn)
-                .await?;
-                true
-            }
-            Some(lease) if lease.holder == self.holder || lease.expires_at < now => {
-                let renewed = relay_lease::Entity::update_many()
-                    .col_expr(
-                        relay_lease::Column::Holder,
-                        Expr::value(self.holder.clone()),
-                    )
-                    .col_expr(relay_lease::Column::ExpiresAt, Expr::value(until))
-                    .filter(relay_lease::Column::Name.eq(LEASE_NAME))
-                    .filter(relay_lease::Column::Holder.eq(lease.holder))
-                    .filter(relay_lease::Column::ExpiresAt.eq(lease.expires_at))
-                    .exec(&txn)
-                    .await?;
-                renewed.rows_affected == 1
-            }
-            Some(_) => false,
-        };
-        txn.commit().await?;
-        Ok(held)
+    async fn renew_lease(&self) -> AppResult<bool> {
+        let holder = self.holder.clone();
+        let ttl = chrono::Duration::from_std(self.config.lease_ttl).unwrap_or_default();
+        self.db
+            .write_quietly(move |txn| {
+                let holder = holder.clone();
+                Box::pin(async move { Ok(take_lease(txn, &holder, ttl).await?) })
+            })
+            .await
     }
 
     async fn release_lease(&self) {
         let released = relay_lease::Entity::delete_many()
             .filter(relay_lease::Column::Name.eq(LEASE_NAME))
             .filter(relay_lease::Column::Holder.eq(self.holder.clone()))
-            .exec(&self.db)
+            .exec(&self.db.conn)
             .await;
         if let Err(error) = released {
             tracing::warn!(%error, "could not release the relay lease");
@@ -278,42 +254,110 @@ impl Worker {
     }
 }
 
-/// Gives the next positions to unpositioned events, in the order they became visible.
-/// Returns how many were positioned.
-pub async fn assign_positions(db: &DatabaseConnection, batch: u64) -> Result<usize, DbErr> {
-    let txn = begin_write(db).await?;
-    let top: Option<i64> = event::Entity::find()
-        .select_only()
-        .expr(Func::max(Expr::col(event::Column::Position)))
-        .into_tuple::<Option<i64>>()
-        .one(&txn)
-        .await?
-        .flatten();
-    let waiting: Vec<i64> = event::Entity::find()
+/// What a publish round did, to be written down: published events, rejected ones.
+#[derive(Debug, Clone)]
+struct Outcome {
+    now: chrono::DateTime<Utc>,
+    /// Sequence numbers delivered, ascending.
+    published: Vec<i64>,
+    /// (seq, attempts so far, reason, dead now).
+    rejected: Vec<(i64, i32, String, bool)>,
+}
+
+impl Outcome {
+    async fn apply(&self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+        for (seq, attempts, reason, dead) in &self.rejected {
+            event::Entity::update_many()
+                .col_expr(event::Column::Attempts, Expr::value(*attempts))
+                .col_expr(event::Column::LastError, Expr::value(reason.clone()))
+                .col_expr(event::Column::DeadAt, Expr::value(dead.then_some(self.now)))
+                .filter(event::Column::Seq.eq(*seq))
+                .exec(conn)
+                .await?;
+        }
+        for chunk in self.published.chunks(2000) {
+            event::Entity::update_many()
+                .col_expr(event::Column::PublishedAt, Expr::value(self.now))
+                .filter(event::Column::Seq.is_in(chunk.iter().copied()))
+                .exec(conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes or renews the lease for `holder`; false when another live holder has it.
+async fn take_lease(
+    conn: &impl ConnectionTrait,
+    holder: &str,
+    ttl: chrono::Duration,
+) -> Result<bool, DbErr> {
+    let now = Utc::now();
+    let until = now + ttl;
+    let current = relay_lease::Entity::find_by_id(LEASE_NAME)
+        .one(conn)
+        .await?;
+    match current {
+        None => {
+            relay_lease::Entity::insert(relay_lease::ActiveModel {
+                name: Set(LEASE_NAME.to_owned()),
+                holder: Set(holder.to_owned()),
+                expires_at: Set(until),
+            })
+            .exec_without_returning(conn)
+            .await?;
+            Ok(true)
+        }
+        Some(lease) if lease.holder == holder || lease.expires_at < now => {
+            let renewed = relay_lease::Entity::update_many()
+                .col_expr(relay_lease::Column::Holder, Expr::value(holder.to_owned()))
+                .col_expr(relay_lease::Column::ExpiresAt, Expr::value(until))
+                .filter(relay_lease::Column::Name.eq(LEASE_NAME))
+                .filter(relay_lease::Column::Holder.eq(lease.holder))
+                .filter(relay_lease::Column::ExpiresAt.eq(lease.expires_at))
+                .exec(conn)
+                .await?;
+            Ok(renewed.rows_affected == 1)
+        }
+        Some(_) => Ok(false),
+    }
+}
+
+/// Gives the next positions to unpositioned events, in the order they became visible (one
+/// statement); returns how many were positioned. Reads first, so an idle relay writes nothing.
+pub async fn assign_positions(db: &Db, batch: u64) -> AppResult<usize> {
+    let waiting = event::Entity::find()
         .select_only()
         .column(event::Column::Seq)
         .filter(event::Column::Position.is_null())
-        .order_by_asc(event::Column::Seq)
-        .limit(batch)
-        .into_tuple()
-        .all(&txn)
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(&db.conn)
         .await?;
-    let mut next = top.unwrap_or(0);
-    for seq in &waiting {
-        next += 1;
-        position_one(&txn, *seq, next).await?;
+    if waiting.is_none() {
+        return Ok(0);
     }
-    txn.commit().await?;
-    Ok(waiting.len())
+    db.write_quietly(move |txn| Box::pin(async move { Ok(position_next(txn, batch).await?) }))
+        .await
 }
 
-async fn position_one(conn: &impl ConnectionTrait, seq: i64, position: i64) -> Result<(), DbErr> {
-    event::Entity::update_many()
-        .col_expr(event::Column::Position, Expr::value(position))
-        .filter(event::Column::Seq.eq(seq))
-        .exec(conn)
-        .await?;
-    Ok(())
+/// `UPDATE events SET position = top + row_number` for the next `batch` unpositioned events.
+async fn position_next(conn: &impl ConnectionTrait, batch: u64) -> Result<usize, DbErr> {
+    let backend = conn.get_database_backend();
+    let limit = match backend {
+        sea_orm::DatabaseBackend::Postgres => "$1",
+        _ => "?",
+    };
+    let sql = format!(
+        "UPDATE events SET position = numbered.top + numbered.rn \
+         FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn, \
+                      (SELECT COALESCE(MAX(position), 0) FROM events) AS top \
+               FROM events WHERE position IS NULL ORDER BY seq LIMIT {limit}) AS numbered \
+         WHERE events.seq = numbered.seq"
+    );
+    let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+    let statement = sea_orm::Statement::from_sql_and_values(backend, sql, [limit.into()]);
+    Ok(conn.execute_raw(statement).await?.rows_affected() as usize)
 }
 
 /// Puts dead events back to pending (all when `ids` is `None`); returns how many.
@@ -336,6 +380,8 @@ pub async fn redrive(conn: &impl ConnectionTrait, ids: Option<Vec<Uuid>>) -> Res
 enum RelayError {
     #[error("database: {0}")]
     Database(#[from] DbErr),
+    #[error("{0}")]
+    App(#[from] AppError),
     #[error("broker: {0}")]
     Broker(String),
 }
