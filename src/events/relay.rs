@@ -45,8 +45,6 @@ const LEASE_NAME: &str = "outbox-relay";
 struct Worker {
     /// Until when this process is known to hold the lease without asking the database.
     held_until: std::sync::Mutex<Option<std::time::Instant>>,
-    /// When the gauges were last refreshed.
-    gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
     db: Db,
     broker: Arc<dyn Broker>,
     config: RelayConfig,
@@ -65,14 +63,37 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let worker = Worker {
         held_until: std::sync::Mutex::new(None),
-        gauges_at: std::sync::Mutex::new(None),
         db,
         broker,
         config,
         holder: Uuid::new_v4().to_string(),
         wake,
     };
+    tokio::spawn(watch(
+        worker.db.conn.clone(),
+        worker.broker.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(worker.run(shutdown))
+}
+
+/// Once a second, off the relay's path: asks the broker whether it is up (for `/readyz` on every
+/// process, lease holder or not) and refreshes the outbox gauges.
+async fn watch(conn: sea_orm::DatabaseConnection, broker: Arc<dyn Broker>, shutdown: Shutdown) {
+    loop {
+        broker.ping().await;
+        match super::outbox::figures(&conn).await {
+            Ok(figures) => {
+                metrics::gauge!("stockroom_outbox_pending").set(figures.pending as f64);
+                metrics::gauge!("stockroom_outbox_dead").set(figures.dead as f64);
+            }
+            Err(error) => tracing::warn!(%error, "could not read the outbox figures"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 impl Worker {
@@ -121,7 +142,6 @@ impl Worker {
 
     /// One round: position new events, publish a batch. `Ok(true)` when more work is waiting.
     async fn round(&self) -> Result<bool, RelayError> {
-        self.update_gauges().await?;
         if !self.hold_lease().await? {
             return Ok(false);
         }
@@ -163,10 +183,18 @@ impl Worker {
     /// limit.
     async fn record(&self, batch: &[event::Model], deliveries: &[Delivery]) -> AppResult<()> {
         let now = crate::domain::now();
+        let first = batch.first().and_then(|e| e.position);
+        let last = batch.last().and_then(|e| e.position);
+        let contiguous = match (first, last) {
+            (Some(a), Some(b)) => b - a + 1 == batch.len() as i64,
+            _ => false,
+        };
+        let positions = first.zip(last).filter(|_| contiguous);
         let mut outcome = Outcome {
             now,
             published: Vec::new(),
             rejected: Vec::new(),
+            positions,
         };
         for (e, delivery) in batch.iter().zip(deliveries) {
             match delivery {
@@ -181,6 +209,7 @@ impl Worker {
                 }
             }
         }
+        outcome.published.sort_unstable();
         let recorded = outcome.clone();
         self.db
             .write_quietly(move |txn| {
@@ -197,22 +226,6 @@ impl Worker {
             let lag = (now - e.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::histogram!("stockroom_relay_commit_to_publish_seconds").record(lag);
         }
-        Ok(())
-    }
-
-    /// Refreshes the outbox gauges and the broker's health, at most twice a second.
-    async fn update_gauges(&self) -> Result<(), DbErr> {
-        {
-            let mut at = self.gauges_at.lock().unwrap_or_else(|e| e.into_inner());
-            if at.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
-                return Ok(());
-            }
-            *at = Some(std::time::Instant::now());
-        }
-        self.broker.ping().await;
-        let figures = super::outbox::figures(&self.db.conn).await?;
-        metrics::gauge!("stockroom_outbox_pending").set(figures.pending as f64);
-        metrics::gauge!("stockroom_outbox_dead").set(figures.dead as f64);
         Ok(())
     }
 
@@ -262,6 +275,8 @@ struct Outcome {
     published: Vec<i64>,
     /// (seq, attempts so far, reason, dead now).
     rejected: Vec<(i64, i32, String, bool)>,
+    /// First and last position of the round, when it published a contiguous run of the log.
+    positions: Option<(i64, i64)>,
 }
 
 impl Outcome {
@@ -274,6 +289,17 @@ impl Outcome {
                 .filter(event::Column::Seq.eq(*seq))
                 .exec(conn)
                 .await?;
+        }
+        if self.rejected.is_empty()
+            && let Some((first, last)) = self.positions
+        {
+            event::Entity::update_many()
+                .col_expr(event::Column::PublishedAt, Expr::value(self.now))
+                .filter(event::Column::Position.between(first, last))
+                .filter(event::Column::PublishedAt.is_null())
+                .exec(conn)
+                .await?;
+            return Ok(());
         }
         for chunk in self.published.chunks(2000) {
             event::Entity::update_many()
