@@ -30,6 +30,8 @@ pub struct AppState {
     pub feed: Feed,
     /// Limits of GraphQL WebSocket connections.
     pub websocket: crate::config::WebSocketLimits,
+    /// Combines concurrent single-line reservations into one write, when enabled.
+    pub reservations: Option<crate::domain::batching::ReservationBatcher>,
     /// Configured API keys.
     pub keys: ApiKeys,
     /// Prometheus renderer, when this process installed the recorder.
@@ -207,11 +209,15 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     );
     let sweeper = spawn_sweeper(db.clone(), settings, background.clone());
     let websocket = settings.websocket();
+    let reservations = settings.batch_reservations.then(|| {
+        crate::domain::batching::ReservationBatcher::spawn(db.clone(), settings.group_commit_max)
+    });
     let state = AppState {
         db,
         broker,
         feed,
         websocket,
+        reservations,
         keys,
         metrics,
     };

@@ -252,7 +252,12 @@ pub struct Settings {
     #[arg(long, env = "STOCKROOM_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub group_commit: bool,
 
-    /// Most writes in one group transaction.
+    /// Decide concurrent single-line reservations together: one read and one guarded update per
+    /// level for the whole batch, each request keeping its own outcome.
+    #[arg(long, env = "STOCKROOM_BATCH_RESERVATIONS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub batch_reservations: bool,
+
+    /// Most writes in one group transaction (and reservations in one batch).
     #[arg(
         long,
         env = "STOCKROOM_GROUP_COMMIT_MAX",

@@ -337,3 +337,50 @@ async fn concurrent_reservations_never_oversell() {
         95
     );
 }
+
+/// Two processes on one database, each batching its own reservations: the version guard makes
+/// one batch give way when the other changed the level, and still exactly the stock is sold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_reserving_one_level_never_oversell() {
+    let mut a = Server::start();
+    let dir = a.take_dir();
+    let b = Server::start_with(Options {
+        database: Some(a.database.clone()),
+        ..Default::default()
+    });
+    let p = seed(&a.admin(), "hot", "TWO-PROC", 30).await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let client = if i % 2 == 0 {
+            a.client(Some(WRITE_KEY))
+        } else {
+            b.client(Some(WRITE_KEY))
+        };
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .request(RESERVE, json!({ "p": p, "s": "hot", "q": 1 }))
+                .await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        let body = task.await.unwrap();
+        match body["errors"][0]["extensions"]["code"].as_str() {
+            None => won += 1,
+            Some("INSUFFICIENT_STOCK") => {}
+            Some(other) => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(won, 30);
+    let now = level(&b.admin(), &p, "hot").await;
+    assert_eq!(
+        (
+            now["reserved"].as_i64(),
+            now["available"].as_i64(),
+            now["version"].as_i64()
+        ),
+        (Some(30), Some(0), Some(31))
+    );
+    drop(dir);
+}

@@ -1,6 +1,7 @@
 //! Business rules, one file per aggregate. Functions take `&impl ConnectionTrait` (a connection
 //! or a transaction) and know nothing of GraphQL.
 
+pub mod batching;
 pub mod idempotency;
 pub mod paging;
 pub mod products;

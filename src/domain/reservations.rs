@@ -125,7 +125,7 @@ fn ttl(seconds: Option<i32>) -> AppResult<Duration> {
     Ok(Duration::seconds(seconds.into()))
 }
 
-fn validate(input: &Reserve) -> AppResult<Duration> {
+pub(crate) fn validate(input: &Reserve) -> AppResult<Duration> {
     if input.lines.is_empty() {
         return Err(AppError::bad_input("at least one line is required"));
     }

@@ -10,6 +10,7 @@ use super::loaders;
 use super::products::Product;
 use super::{connection, state};
 use crate::app::AppState;
+use crate::domain::batching::ReservationBatcher;
 use crate::domain::reservations::{self, Line, Reserve, Status};
 use crate::domain::{paging, stock::LevelKey};
 use crate::entity::reservation;
@@ -251,17 +252,21 @@ async fn reserve_recording_failure(
     state: &AppState,
     command: Reserve,
 ) -> AppResult<Vec<reservation::Model>> {
+    if let Some(batcher) = state
+        .reservations
+        .as_ref()
+        .filter(|_| ReservationBatcher::accepts(&command))
+    {
+        let outcome = batcher.reserve(command).await;
+        count_outcome(&outcome);
+        return outcome.map(|made| vec![made]);
+    }
     let attempt = command.clone();
     let outcome = state
         .db
         .write(move |txn| Box::pin(reservations::reserve(txn, attempt.clone())))
         .await;
-    let label = match &outcome {
-        Ok(_) => "reserved",
-        Err(AppError::InsufficientStock { .. }) => "insufficient_stock",
-        Err(_) => "error",
-    };
-    metrics::counter!("stockroom_reservations_total", "outcome" => label).increment(1);
+    count_outcome(&outcome);
     if let Err(AppError::InsufficientStock { .. }) = &outcome {
         let recorded = state
             .db
@@ -275,6 +280,16 @@ async fn reserve_recording_failure(
         }
     }
     outcome
+}
+
+/// Counts a reservation attempt in `stockroom_reservations_total{outcome}`.
+fn count_outcome<T>(outcome: &AppResult<T>) {
+    let label = match outcome {
+        Ok(_) => "reserved",
+        Err(AppError::InsufficientStock { .. }) => "insufficient_stock",
+        Err(_) => "error",
+    };
+    metrics::counter!("stockroom_reservations_total", "outcome" => label).increment(1);
 }
 
 /// Reservation mutations (write).

@@ -1,0 +1,262 @@
+//! Combines concurrent single-line reservations into one database write: the levels are read
+//! once, every request is decided in arrival order against the running state, then one guarded
+//! `UPDATE` per level, one `INSERT` of the reservations and one of the events. Each request
+//! keeps its own outcome (a refusal records `reservation.failed`); the guard in SQL still makes
+//! overselling impossible, and if another process changed a level meanwhile the batch is
+//! abandoned and its requests run one by one.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::now;
+use super::reservations::{self, Reserve, Status, validate};
+use super::stock::{self, LevelKey};
+use crate::db::Db;
+use crate::entity::{reservation, stock_level};
+use crate::error::{AppError, AppResult};
+use crate::events::{self, NewEvent, types};
+
+type Reply = oneshot::Sender<AppResult<reservation::Model>>;
+
+/// The handle reservations are submitted through.
+#[derive(Clone)]
+pub struct ReservationBatcher {
+    queue: mpsc::Sender<(Reserve, Reply)>,
+}
+
+impl ReservationBatcher {
+    /// Starts the batching task; a batch holds at most `max` requests.
+    pub fn spawn(db: Db, max: usize) -> Self {
+        let (queue, requests) = mpsc::channel(max.max(1) * 4);
+        tokio::spawn(run(db, requests, max.max(1)));
+        ReservationBatcher { queue }
+    }
+
+    /// Whether `input` can be batched: one line and no idempotency key.
+    pub fn accepts(input: &Reserve) -> bool {
+        input.lines.len() == 1 && input.idempotency_key.is_none()
+    }
+
+    /// Reserves through the next batch. `INSUFFICIENT_STOCK` has already been recorded as
+    /// `reservation.failed` when it returns.
+    pub async fn reserve(&self, input: Reserve) -> AppResult<reservation::Model> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((input, reply))
+            .await
+            .map_err(|_| AppError::Internal("the reservation batcher has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AppError::Internal("the reservation batcher dropped a request".into()))?
+    }
+}
+
+async fn run(db: Db, mut requests: mpsc::Receiver<(Reserve, Reply)>, max: usize) {
+    let mut batch = Vec::with_capacity(max);
+    while requests.recv_many(&mut batch, max).await > 0 {
+        let inputs: Vec<Reserve> = batch.iter().map(|(input, _)| input.clone()).collect();
+        let decided = db
+            .write(move |txn| {
+                let inputs = inputs.clone();
+                Box::pin(async move { reserve_each(txn, &inputs).await })
+            })
+            .await;
+        match decided {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "reservation batch abandoned; running its requests alone");
+                for (input, reply) in batch.drain(..) {
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(reserve_alone(&db, input).await);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One request in its own transaction (the path of unbatched reservations).
+async fn reserve_alone(db: &Db, input: Reserve) -> AppResult<reservation::Model> {
+    let attempt = input.clone();
+    let outcome = db
+        .write(move |txn| Box::pin(reservations::reserve(txn, attempt.clone())))
+        .await;
+    if let Err(AppError::InsufficientStock { .. }) = &outcome {
+        db.write(move |txn| {
+            let input = input.clone();
+            Box::pin(async move { reservations::record_failure(txn, &input).await })
+        })
+        .await?;
+    }
+    outcome?
+        .into_iter()
+        .next()
+        .ok_or_else(|| AppError::Internal("reservation vanished".into()))
+}
+
+/// A level as read, and as it stands after the requests granted so far.
+struct Running {
+    read: stock_level::Model,
+    now: stock_level::Model,
+    granted: i32,
+}
+
+/// Decides every request against the running state of its level and writes the result.
+async fn reserve_each(
+    conn: &impl ConnectionTrait,
+    inputs: &[Reserve],
+) -> AppResult<Vec<AppResult<reservation::Model>>> {
+    let mut levels: HashMap<LevelKey, Running> = HashMap::new();
+    for input in inputs {
+        let key = &input.lines[0].key;
+        if !levels.contains_key(key)
+            && let Some(level) = stock::find(conn, key).await?
+        {
+            levels.insert(
+                key.clone(),
+                Running {
+                    read: level.clone(),
+                    now: level,
+                    granted: 0,
+                },
+            );
+        }
+    }
+    let at = now();
+    let mut outcomes = Vec::with_capacity(inputs.len());
+    let mut rows = Vec::new();
+    let mut events = Vec::new();
+    for input in inputs {
+        outcomes.push(decide(input, &mut levels, at, &mut rows, &mut events));
+    }
+    for running in levels.values().filter(|r| r.granted > 0) {
+        write_level(conn, running).await?;
+    }
+    if !rows.is_empty() {
+        let active = rows
+            .iter()
+            .cloned()
+            .map(sea_orm::IntoActiveModel::into_active_model);
+        reservation::Entity::insert_many(active)
+            .exec_without_returning(conn)
+            .await?;
+    }
+    events::append(conn, events).await?;
+    Ok(outcomes)
+}
+
+/// Grants or refuses one request against the running state; collects rows and events.
+fn decide(
+    input: &Reserve,
+    levels: &mut HashMap<LevelKey, Running>,
+    at: chrono::DateTime<chrono::Utc>,
+    rows: &mut Vec<reservation::Model>,
+    events: &mut Vec<NewEvent>,
+) -> AppResult<reservation::Model> {
+    let lifetime = validate(input)?;
+    let line = &input.lines[0];
+    let Some(running) = levels.get_mut(&line.key) else {
+        return Err(AppError::not_found(format!(
+            "no stock level for product {} in store {:?}",
+            line.key.product_id, line.key.store_id
+        )));
+    };
+    let available = running.now.available();
+    if available < line.quantity {
+        events.push(failure_event(
+            &running.now,
+            line.quantity,
+            &input.customer_id,
+        ));
+        return Err(AppError::InsufficientStock {
+            requested: line.quantity,
+            available,
+        });
+    }
+    let before = running.now.clone();
+    running.now.reserved += line.quantity;
+    running.now.version += 1;
+    running.now.updated_at = at;
+    running.granted += line.quantity;
+    let row = reservation::Model {
+        id: Uuid::now_v7(),
+        batch_id: None,
+        product_id: line.key.product_id,
+        store_id: line.key.store_id.clone(),
+        quantity: line.quantity,
+        status: Status::Pending.as_str().to_owned(),
+        customer_id: input.customer_id.clone(),
+        reason: None,
+        expires_at: at + lifetime,
+        created_at: at,
+        updated_at: at,
+    };
+    events.push(types::reservation_event(
+        types::RESERVATION_CREATED,
+        &row,
+        &running.now,
+    ));
+    events.extend(types::threshold_events(&before, &running.now));
+    rows.push(row.clone());
+    Ok(row)
+}
+
+fn failure_event(
+    level: &stock_level::Model,
+    requested: i32,
+    customer_id: &Option<String>,
+) -> NewEvent {
+    NewEvent {
+        event_type: types::RESERVATION_FAILED,
+        aggregate_type: types::AGGREGATE_STOCK,
+        aggregate_id: types::stock_aggregate_id(level),
+        store_id: Some(level.store_id.clone()),
+        product_id: Some(level.product_id),
+        payload: json!({
+            "product_id": level.product_id,
+            "store_id": level.store_id,
+            "requested": requested,
+            "available": level.available(),
+            "customer_id": customer_id,
+        }),
+    }
+}
+
+/// One guarded update for all the units granted on a level: refused (and the batch abandoned)
+/// when anyone else changed the level since it was read.
+async fn write_level(conn: &impl ConnectionTrait, running: &Running) -> AppResult<()> {
+    use stock_level::Column;
+    let changes = running.now.version - running.read.version;
+    let updated = stock_level::Entity::update_many()
+        .col_expr(
+            Column::Reserved,
+            Expr::col(Column::Reserved).add(running.granted),
+        )
+        .col_expr(Column::Version, Expr::col(Column::Version).add(changes))
+        .col_expr(Column::UpdatedAt, Expr::value(running.now.updated_at))
+        .filter(Column::Id.eq(running.read.id))
+        .filter(Column::Version.eq(running.read.version))
+        .filter(
+            Expr::col(Column::Quantity)
+                .sub(Expr::col(Column::Reserved))
+                .gte(running.granted),
+        )
+        .exec(conn)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(AppError::Internal(
+            "a batched level changed underneath; retrying alone".into(),
+        ));
+    }
+    Ok(())
+}
