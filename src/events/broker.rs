@@ -130,11 +130,9 @@ impl Broker for MemoryBroker {
                         .await;
             }
             let recent = self.recent.read().await;
-            Ok(recent
-                .iter()
-                .filter(|e| e.position.unwrap_or_default() > after_position)
-                .cloned()
-                .collect())
+            let first_new =
+                recent.partition_point(|e| e.position.unwrap_or_default() <= after_position);
+            Ok(recent.range(first_new..).cloned().collect())
         })
     }
 

@@ -1,4 +1,5 @@
-//! Query limits beyond depth and complexity: the number of aliased fields in a document.
+//! Query limits beyond depth and complexity (the number of aliased fields in a document), and a
+//! bounded cache of parsed documents.
 
 use std::sync::Arc;
 
@@ -62,6 +63,66 @@ impl Extension for AliasLimit {
                 format!("too many aliases: {aliases}, at most {}", self.max),
                 None,
             ));
+        }
+        Ok(document)
+    }
+}
+
+/// Remembers parsed documents by query text (bounded), so the same operation sent again and
+/// again (a dashboard, a checkout) is not parsed again. Validation and limits still run on
+/// every request.
+pub struct ParseCache {
+    documents: std::sync::Mutex<std::collections::HashMap<String, ExecutableDocument>>,
+    capacity: usize,
+}
+
+impl ParseCache {
+    /// A cache of at most `capacity` documents (cleared when full).
+    pub fn new(capacity: usize) -> Self {
+        ParseCache {
+            documents: Default::default(),
+            capacity,
+        }
+    }
+}
+
+/// The per-schema cache, shared by every request.
+pub struct SharedParseCache(pub Arc<ParseCache>);
+
+impl ExtensionFactory for SharedParseCache {
+    fn create(&self) -> Arc<dyn Extension> {
+        self.0.clone()
+    }
+}
+
+/// Longest query text worth caching.
+const CACHEABLE_QUERY_BYTES: usize = 8 * 1024;
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for ParseCache {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let cached = self
+            .documents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(query)
+            .cloned();
+        if let Some(document) = cached {
+            return Ok(document);
+        }
+        let document = next.run(ctx, query, variables).await?;
+        if query.len() <= CACHEABLE_QUERY_BYTES {
+            let mut documents = self.documents.lock().unwrap_or_else(|e| e.into_inner());
+            if documents.len() >= self.capacity {
+                documents.clear();
+            }
+            documents.insert(query.to_owned(), document.clone());
         }
         Ok(document)
     }

@@ -102,6 +102,9 @@ pub fn build_schema(state: Option<AppState>, limits: &Limits) -> AppSchema {
         SubscriptionRoot::default(),
     )
     .extension(ErrorCodes)
+    .extension(limits::SharedParseCache(Arc::new(limits::ParseCache::new(
+        512,
+    ))))
     .extension(limits::AliasLimit {
         max: limits.max_aliases,
     })
