@@ -221,7 +221,11 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         keys,
         metrics,
     };
-    let schema = graphql::build_schema(Some(state.clone()), &limits(settings));
+    let limits = limits(settings);
+    let schema = graphql::Gateway::new(
+        graphql::build_schema(Some(state.clone()), &limits),
+        limits.max_aliases,
+    );
     let router = crate::http::router(
         state,
         schema,

@@ -3,7 +3,7 @@
 
 pub mod auth;
 pub mod events;
-pub mod limits;
+pub mod gateway;
 pub mod loaders;
 pub mod products;
 pub mod reservations;
@@ -11,20 +11,14 @@ pub mod stock;
 pub mod stores;
 pub mod system;
 
-use std::sync::Arc;
-
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
-};
 use async_graphql::{Context, MergedObject, MergedSubscription, Response, Schema, Value};
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 
 use crate::app::AppState;
 use crate::domain::paging::Page;
 use crate::error::AppError;
+pub use gateway::Gateway;
 use loaders::{LevelsByProductLoader, ProductLoader, StoreLoader};
 
 /// Every query.
@@ -101,13 +95,6 @@ pub fn build_schema(state: Option<AppState>, limits: &Limits) -> AppSchema {
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .extension(ErrorCodes)
-    .extension(limits::SharedParseCache(Arc::new(limits::ParseCache::new(
-        512,
-    ))))
-    .extension(limits::AliasLimit {
-        max: limits.max_aliases,
-    })
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth(32)
@@ -157,16 +144,8 @@ where
 
 /// Gives every error its `extensions.code`. Errors from the domain carry an [`AppError`] as their
 /// source; internal ones are masked. Errors raised before resolvers run (parse, validation,
-/// unknown enum values, wrong types) are the client's: `BAD_USER_INPUT`.
-struct ErrorCodes;
-
-impl ExtensionFactory for ErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodes)
-    }
-}
-
-/// Sets `extensions.code` (and masks internal messages) on every error of a response.
+/// unknown enum values, wrong types) are the client's: `BAD_USER_INPUT`. Internal messages are
+/// masked.
 pub(crate) fn assign_codes(mut response: Response) -> Response {
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
@@ -196,20 +175,4 @@ pub(crate) fn assign_codes(mut response: Response) -> Response {
         metrics::counter!("stockroom_errors_total", "code" => code).increment(1);
     }
     response
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for ErrorCodes {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        assign_codes(next.run(ctx).await)
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        Box::pin(next.run(ctx, stream).map(assign_codes))
-    }
 }

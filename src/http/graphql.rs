@@ -114,7 +114,7 @@ async fn execute(
     let started = Instant::now();
     let request =
         crate::graphql::loaders::attach_request_loaders(request.data(principal), &state.app.db);
-    let response = state.schema.execute(request).await;
+    let response = async_graphql::Executor::execute(&state.schema, request).await;
     let outcome = if response.is_ok() { "ok" } else { "error" };
     metrics::counter!("stockroom_graphql_requests_total", "operation" => operation.clone(), "outcome" => outcome)
         .increment(1);

@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::config::Settings;
-use crate::graphql::AppSchema;
+use crate::graphql::Gateway;
 
 /// Header carrying the request id (generated when the client sends none).
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -62,8 +62,8 @@ impl HttpLimits {
 pub struct HttpState {
     /// Shared services.
     pub app: AppState,
-    /// The GraphQL schema.
-    pub schema: AppSchema,
+    /// The GraphQL schema behind its gateway (parsing, limits, error codes).
+    pub schema: Gateway,
     /// Most operations in a batched request.
     pub max_batch: usize,
 }
@@ -96,7 +96,7 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
 }
 
 /// Builds the router.
-pub fn router(app: AppState, schema: AppSchema, limits: HttpLimits) -> Router {
+pub fn router(app: AppState, schema: Gateway, limits: HttpLimits) -> Router {
     Router::new()
         .route(
             "/graphql",
