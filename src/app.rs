@@ -267,6 +267,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartupError> {
 
     let shutdown = service.shutdown.clone();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // Small writes (GraphQL answers, subscription events) go out at once: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, service.router.clone())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = async {
