@@ -113,7 +113,6 @@ impl Feed {
             backlog: VecDeque::new(),
             shutdown: self.shutdown.clone(),
             failed: false,
-            _counted: ActiveSubscription::new(),
         };
         futures_util::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
@@ -205,23 +204,6 @@ struct Subscriber {
     /// A log read failed: the error was sent and the stream ends (the client resumes with
     /// `after`).
     failed: bool,
-    _counted: ActiveSubscription,
-}
-
-/// Counts a live subscription in `stockroom_active_subscriptions` while it exists.
-struct ActiveSubscription;
-
-impl ActiveSubscription {
-    fn new() -> Self {
-        metrics::gauge!("stockroom_active_subscriptions").increment(1.0);
-        ActiveSubscription
-    }
-}
-
-impl Drop for ActiveSubscription {
-    fn drop(&mut self) {
-        metrics::gauge!("stockroom_active_subscriptions").decrement(1.0);
-    }
 }
 
 impl Subscriber {
