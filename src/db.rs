@@ -71,6 +71,18 @@ pub struct Db {
     group: Option<GroupCommitter>,
 }
 
+/// A unit of write work: runs against a transaction (or a savepoint of a group's), may run
+/// again after a transient conflict, and can be handed to the writer task.
+pub trait WriteWork<T>:
+    for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Clone + Send + 'static
+{
+}
+
+impl<T, F> WriteWork<T> for F where
+    F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Clone + Send + 'static
+{
+}
+
 /// How many times a write is retried after a transient conflict (unique race, deadlock).
 const WRITE_ATTEMPTS: usize = 3;
 
@@ -99,10 +111,7 @@ impl Db {
     /// conflict (unique race, deadlock) is retried (bounded) in a transaction of its own.
     pub async fn write<T, F>(&self, work: F) -> AppResult<T>
     where
-        F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>
-            + Clone
-            + Send
-            + 'static,
+        F: WriteWork<T>,
         T: Send + 'static,
     {
         self.write_waking(work, true).await
@@ -111,10 +120,7 @@ impl Db {
     /// Like [`Db::write`] for the relay's own bookkeeping: the commit does not wake the relay.
     pub async fn write_quietly<T, F>(&self, work: F) -> AppResult<T>
     where
-        F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>
-            + Clone
-            + Send
-            + 'static,
+        F: WriteWork<T>,
         T: Send + 'static,
     {
         self.write_waking(work, false).await
@@ -122,10 +128,7 @@ impl Db {
 
     async fn write_waking<T, F>(&self, work: F, wake: bool) -> AppResult<T>
     where
-        F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>
-            + Clone
-            + Send
-            + 'static,
+        F: WriteWork<T>,
         T: Send + 'static,
     {
         if let Some(group) = &self.group {
