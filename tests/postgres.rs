@@ -47,24 +47,8 @@ async fn concurrent_reservations_never_oversell_on_postgres() {
     let server = Server::start_with(on_postgres(url.clone()));
     let admin = server.admin();
     let p = seed(&admin, "hot", "PG-HOT", 20).await;
-    let reserve = "mutation($p: UUID!) { reserveStock(input: {productId: $p, storeId: \"hot\", quantity: 1}) { id } }";
-    let mut tasks = Vec::new();
-    for _ in 0..80 {
-        let client = admin.clone();
-        let p = p.clone();
-        tasks.push(tokio::spawn(async move {
-            client.request(reserve, json!({ "p": p })).await
-        }));
-    }
-    let mut won = 0;
-    for task in tasks {
-        let body = task.await.unwrap();
-        match body["errors"][0]["extensions"]["code"].as_str() {
-            None => won += 1,
-            Some("INSUFFICIENT_STOCK") => {}
-            Some(other) => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let (won, refused) = race_for_one_unit(vec![admin.clone(); 80], &p, "hot").await;
+    assert_eq!(refused, 60);
     assert_eq!(won, 20);
     let now = level(&admin, &p, "hot").await;
     assert_eq!(

@@ -283,29 +283,14 @@ async fn concurrent_reservations_never_oversell() {
     let server = Server::start();
     let admin = server.admin();
     let stock = 25;
-    let clients = 120;
+    let clients: usize = 120;
     let p = seed(&admin, "hot", "HOT-SKU", stock).await;
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        let client = server.client(Some(WRITE_KEY));
-        let p = p.clone();
-        tasks.push(tokio::spawn(async move {
-            let vars = json!({ "p": p, "s": "hot", "q": 1, "c": format!("c{i}") });
-            client.request(RESERVE, vars).await
-        }));
-    }
-    let mut won = 0;
-    let mut refused = 0;
-    for task in tasks {
-        let body = task.await.unwrap();
-        match body["errors"][0]["extensions"]["code"].as_str() {
-            None => won += 1,
-            Some("INSUFFICIENT_STOCK") => refused += 1,
-            Some(other) => panic!("unexpected error {other}: {body}"),
-        }
-    }
-    assert_eq!(won, stock, "exactly the stock is reserved");
-    assert_eq!(refused, clients - stock);
+    let racers = (0..clients)
+        .map(|_| server.client(Some(WRITE_KEY)))
+        .collect();
+    let (won, refused) = race_for_one_unit(racers, &p, "hot").await;
+    assert_eq!(won, stock as usize, "exactly the stock is reserved");
+    assert_eq!(refused, clients - stock as usize);
     let now = level(&admin, &p, "hot").await;
     assert_eq!(
         (
@@ -349,29 +334,17 @@ async fn two_processes_reserving_one_level_never_oversell() {
         ..Default::default()
     });
     let p = seed(&a.admin(), "hot", "TWO-PROC", 30).await;
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        let client = if i % 2 == 0 {
-            a.client(Some(WRITE_KEY))
-        } else {
-            b.client(Some(WRITE_KEY))
-        };
-        let p = p.clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .request(RESERVE, json!({ "p": p, "s": "hot", "q": 1 }))
-                .await
-        }));
-    }
-    let mut won = 0;
-    for task in tasks {
-        let body = task.await.unwrap();
-        match body["errors"][0]["extensions"]["code"].as_str() {
-            None => won += 1,
-            Some("INSUFFICIENT_STOCK") => {}
-            Some(other) => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let clients = (0..100)
+        .map(|i| {
+            if i % 2 == 0 {
+                a.client(Some(WRITE_KEY))
+            } else {
+                b.client(Some(WRITE_KEY))
+            }
+        })
+        .collect();
+    let (won, refused) = race_for_one_unit(clients, &p, "hot").await;
+    assert_eq!(refused, 70);
     assert_eq!(won, 30);
     let now = level(&b.admin(), &p, "hot").await;
     assert_eq!(

@@ -317,3 +317,26 @@ pub fn types(events: &[Value]) -> Vec<String> {
         .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
+
+/// Each client reserves one unit of the level at the same time; returns (granted, refused for
+/// `INSUFFICIENT_STOCK`). Any other error fails the test.
+pub async fn race_for_one_unit(clients: Vec<Client>, product: &str, store: &str) -> (usize, usize) {
+    let query = "mutation($p: UUID!, $s: ID!) { reserveStock(input: {productId: $p, storeId: $s, quantity: 1}) { id } }";
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let vars = json!({ "p": product, "s": store });
+            tokio::spawn(async move { client.request(query, vars).await })
+        })
+        .collect();
+    let (mut granted, mut refused) = (0, 0);
+    for task in tasks {
+        let body = task.await.expect("request task");
+        match body["errors"][0]["extensions"]["code"].as_str() {
+            None => granted += 1,
+            Some("INSUFFICIENT_STOCK") => refused += 1,
+            Some(other) => panic!("unexpected {other}: {body}"),
+        }
+    }
+    (granted, refused)
+}
