@@ -9,7 +9,6 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -77,7 +76,8 @@ async fn run(db: Db, mut requests: mpsc::Receiver<(Reserve, Reply)>, max: usize)
                 for (input, reply) in batch.drain(..) {
                     let db = db.clone();
                     tokio::spawn(async move {
-                        let _ = reply.send(reserve_alone(&db, input).await);
+                        let made = reserve_alone(&db, input).await.and_then(first);
+                        let _ = reply.send(made);
                     });
                 }
             }
@@ -85,23 +85,26 @@ async fn run(db: Db, mut requests: mpsc::Receiver<(Reserve, Reply)>, max: usize)
     }
 }
 
-/// One request in its own transaction (the path of unbatched reservations).
-async fn reserve_alone(db: &Db, input: Reserve) -> AppResult<reservation::Model> {
+/// Reserves in a transaction of its own (the path of unbatched reservations); a refusal for
+/// lack of stock is recorded as `reservation.failed` in a second transaction, after the first
+/// rolled back.
+pub async fn reserve_alone(db: &Db, input: Reserve) -> AppResult<Vec<reservation::Model>> {
     let attempt = input.clone();
     let outcome = db
         .write(move |txn| Box::pin(reservations::reserve(txn, attempt.clone())))
         .await;
     if let Err(AppError::InsufficientStock { .. }) = &outcome {
-        db.write(move |txn| {
-            let input = input.clone();
-            Box::pin(async move { reservations::record_failure(txn, &input).await })
-        })
-        .await?;
+        let recorded = db
+            .write(move |txn| {
+                let input = input.clone();
+                Box::pin(async move { reservations::record_failure(txn, &input).await })
+            })
+            .await;
+        if let Err(error) = recorded {
+            tracing::error!(%error, "could not record reservation.failed");
+        }
     }
-    outcome?
-        .into_iter()
-        .next()
-        .ok_or_else(|| AppError::Internal("reservation vanished".into()))
+    outcome
 }
 
 /// A level as read, and as it stands after the requests granted so far.
@@ -173,7 +176,7 @@ fn decide(
     };
     let available = running.now.available();
     if available < line.quantity {
-        events.push(failure_event(
+        events.push(types::reservation_failed(
             &running.now,
             line.quantity,
             &input.customer_id,
@@ -211,27 +214,6 @@ fn decide(
     Ok(row)
 }
 
-fn failure_event(
-    level: &stock_level::Model,
-    requested: i32,
-    customer_id: &Option<String>,
-) -> NewEvent {
-    NewEvent {
-        event_type: types::RESERVATION_FAILED,
-        aggregate_type: types::AGGREGATE_STOCK,
-        aggregate_id: types::stock_aggregate_id(level),
-        store_id: Some(level.store_id.clone()),
-        product_id: Some(level.product_id),
-        payload: json!({
-            "product_id": level.product_id,
-            "store_id": level.store_id,
-            "requested": requested,
-            "available": level.available(),
-            "customer_id": customer_id,
-        }),
-    }
-}
-
 /// One guarded update for all the units granted on a level: refused (and the batch abandoned)
 /// when anyone else changed the level since it was read.
 async fn write_level(conn: &impl ConnectionTrait, running: &Running) -> AppResult<()> {
@@ -259,4 +241,11 @@ async fn write_level(conn: &impl ConnectionTrait, running: &Running) -> AppResul
         ));
     }
     Ok(())
+}
+
+/// The one reservation of a single-line request.
+fn first(made: Vec<reservation::Model>) -> AppResult<reservation::Model> {
+    made.into_iter()
+        .next()
+        .ok_or_else(|| AppError::Internal("reservation vanished".into()))
 }

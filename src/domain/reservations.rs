@@ -8,7 +8,6 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 use serde::Serialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::idempotency::{self, IdempotencyClaim};
@@ -18,7 +17,7 @@ use super::{now, optional_text};
 use crate::entity::reservation::{self, Column};
 use crate::entity::{reservation_batch, stock_level};
 use crate::error::{AppError, AppResult};
-use crate::events::{self, NewEvent, types};
+use crate::events::{self, types};
 
 /// Default reservation lifetime.
 pub const DEFAULT_TTL_SECONDS: i32 = 900;
@@ -236,20 +235,7 @@ pub async fn record_failure(conn: &impl ConnectionTrait, input: &Reserve) -> App
         if level.available() >= line.quantity {
             continue;
         }
-        let event = NewEvent {
-            event_type: types::RESERVATION_FAILED,
-            aggregate_type: types::AGGREGATE_STOCK,
-            aggregate_id: types::stock_aggregate_id(&level),
-            store_id: Some(level.store_id.clone()),
-            product_id: Some(level.product_id),
-            payload: json!({
-                "product_id": level.product_id,
-                "store_id": level.store_id,
-                "requested": line.quantity,
-                "available": level.available(),
-                "customer_id": input.customer_id,
-            }),
-        };
+        let event = types::reservation_failed(&level, line.quantity, &input.customer_id);
         events::append(conn, vec![event]).await?;
         return Ok(());
     }

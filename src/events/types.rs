@@ -168,3 +168,25 @@ fn level_from_state(state: &Value) -> Option<stock_level::Model> {
         updated_at,
     })
 }
+
+/// `reservation.failed`: `requested` units refused on `level` (state at the refusal).
+pub fn reservation_failed(
+    level: &stock_level::Model,
+    requested: i32,
+    customer_id: &Option<String>,
+) -> NewEvent {
+    NewEvent {
+        event_type: RESERVATION_FAILED,
+        aggregate_type: AGGREGATE_STOCK,
+        aggregate_id: stock_aggregate_id(level),
+        store_id: Some(level.store_id.clone()),
+        product_id: Some(level.product_id),
+        payload: json!({
+            "product_id": level.product_id,
+            "store_id": level.store_id,
+            "requested": requested,
+            "available": level.available(),
+            "customer_id": customer_id,
+        }),
+    }
+}

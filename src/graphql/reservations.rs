@@ -10,7 +10,7 @@ use super::loaders;
 use super::products::Product;
 use super::{connection, state};
 use crate::app::AppState;
-use crate::domain::batching::ReservationBatcher;
+use crate::domain::batching::{self, ReservationBatcher};
 use crate::domain::reservations::{self, Line, Reserve, Status};
 use crate::domain::{paging, stock::LevelKey};
 use crate::entity::reservation;
@@ -261,24 +261,8 @@ async fn reserve_recording_failure(
         count_outcome(&outcome);
         return outcome.map(|made| vec![made]);
     }
-    let attempt = command.clone();
-    let outcome = state
-        .db
-        .write(move |txn| Box::pin(reservations::reserve(txn, attempt.clone())))
-        .await;
+    let outcome = batching::reserve_alone(&state.db, command).await;
     count_outcome(&outcome);
-    if let Err(AppError::InsufficientStock { .. }) = &outcome {
-        let recorded = state
-            .db
-            .write(move |txn| {
-                let command = command.clone();
-                Box::pin(async move { reservations::record_failure(txn, &command).await })
-            })
-            .await;
-        if let Err(error) = recorded {
-            tracing::error!(%error, "could not record reservation.failed");
-        }
-    }
     outcome
 }
 
