@@ -4,11 +4,17 @@
 //!
 //! ```text
 //! cargo build --release
-//! cargo run --release -p stockroom-bench -- [hot-reserve spread-reserve dashboard-reads relay-drain]
+//! cargo run --release -p stockroom-bench -- [hot-reserve spread-reserve dashboard-reads relay-drain fanout]
 //!     [--runs 3] [--seconds 5] [--out bench-results/]
+//! cargo run --release -p stockroom-bench -- fanout --subscribers 1000 --rate 1000
 //! ```
+//!
+//! `fanout` (see [`fanout`]) opens `--subscribers` `inventoryEvents` subscriptions over
+//! WebSocket, writes `--rate` events per second, and compares delivery with a raw WebSocket
+//! broadcaster inside the bench.
 
 mod baseline;
+mod fanout;
 mod load;
 mod rawsql;
 mod redis_util;
@@ -83,6 +89,12 @@ struct Args {
     /// Backlog for relay-drain.
     #[arg(long, default_value_t = 100_000)]
     events: usize,
+    /// WebSocket subscribers for fanout (one connection, one subscription each).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Events per second written (server) and broadcast (baseline) in fanout.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
 }
 
 #[tokio::main]
@@ -134,6 +146,8 @@ async fn run(args: Args) -> Result<(), String> {
         products: args.products.max(1),
         stores: args.stores.max(1),
         events: args.events.max(1),
+        subscribers: args.subscribers.max(1),
+        rate: args.rate.max(1),
         scratch: scratch.path().to_path_buf(),
     };
     let started = Instant::now();
@@ -145,13 +159,8 @@ async fn run(args: Args) -> Result<(), String> {
             "spread-reserve" => scenarios::reserve(&ctx, false).await,
             "dashboard-reads" => scenarios::dashboard(&ctx).await,
             "relay-drain" => scenarios::relay_drain(&ctx).await,
-            _ => {
-                eprintln!(
-                    "fanout: skipped (the subscription fan-out benchmark lives with the \
-                     subscription work; not in this harness yet)"
-                );
-                Ok(Vec::new())
-            }
+            "fanout" => fanout::fanout(&ctx).await,
+            other => Err(format!("no such scenario {other:?}")),
         };
         match outcome {
             Ok(r) => rows.extend(r),
@@ -172,6 +181,9 @@ async fn run(args: Args) -> Result<(), String> {
         "products": ctx.products,
         "stores": ctx.stores,
         "events": ctx.events,
+        "subscribers": ctx.subscribers,
+        "rate": ctx.rate,
+        "fanout_writers": fanout::WRITERS,
         "cores": cores,
         "server": args.url.clone().unwrap_or_else(|| args.server_bin.display().to_string()),
         "total_seconds": started.elapsed().as_secs_f64(),

@@ -20,8 +20,11 @@ pub struct Row {
     pub server: f64,
     /// Median of the baseline runs, when there is a baseline.
     pub baseline: Option<f64>,
-    /// `server / baseline` for throughputs (higher is better); none for latencies.
+    /// `server / baseline` for throughputs; `baseline / server` for the latencies that carry a
+    /// ratio (fanout). Either way above 1 means the server is ahead.
     pub ratio: Option<f64>,
+    /// How `ratio` is formed: `server/baseline` or `baseline/server`.
+    pub ratio_of: Option<&'static str>,
     /// Each server run.
     pub server_runs: Vec<f64>,
     /// Each baseline run.
@@ -31,46 +34,73 @@ pub struct Row {
 impl Row {
     /// A throughput row: medians and the ratio server / baseline.
     pub fn throughput(scenario: &str, unit: &str, server: Vec<f64>, baseline: Vec<f64>) -> Row {
-        let s = median(&server);
-        let b = median(&baseline);
-        Row {
-            scenario: scenario.into(),
-            metric: "throughput".into(),
-            unit: unit.into(),
-            server: s,
-            baseline: Some(b),
-            ratio: (b > 0.0).then(|| s / b),
-            server_runs: server,
-            baseline_runs: baseline,
-        }
+        Row::rate(scenario, "throughput", unit, server, baseline)
+    }
+
+    /// A rate other than the scenario's headline throughput (so the chart leaves it out):
+    /// medians and the ratio server / baseline.
+    pub fn rate(
+        scenario: &str,
+        metric: &str,
+        unit: &str,
+        server: Vec<f64>,
+        baseline: Vec<f64>,
+    ) -> Row {
+        let mut row = Row::pair(scenario, metric, unit, server, baseline);
+        let (s, b) = (row.server, row.baseline.unwrap_or(0.0));
+        row.ratio = (b > 0.0).then(|| s / b);
+        row.ratio_of = row.ratio.map(|_| "server/baseline");
+        row
     }
 
     /// A latency row (no ratio).
     pub fn latency(scenario: &str, metric: &str, server: Vec<f64>, baseline: Vec<f64>) -> Row {
+        Row::pair(scenario, metric, "µs", server, baseline)
+    }
+
+    /// A latency row with the ratio baseline / server (above 1: the server is faster).
+    pub fn latency_vs_baseline(
+        scenario: &str,
+        metric: &str,
+        server: Vec<f64>,
+        baseline: Vec<f64>,
+    ) -> Row {
+        let mut row = Row::latency(scenario, metric, server, baseline);
+        let (s, b) = (row.server, row.baseline.unwrap_or(0.0));
+        row.ratio = (s > 0.0 && b > 0.0).then(|| b / s);
+        row.ratio_of = row.ratio.map(|_| "baseline/server");
+        row
+    }
+
+    /// Server and baseline medians side by side, without a ratio (counts, errors).
+    pub fn pair(
+        scenario: &str,
+        metric: &str,
+        unit: &str,
+        server: Vec<f64>,
+        baseline: Vec<f64>,
+    ) -> Row {
         Row {
             scenario: scenario.into(),
             metric: metric.into(),
-            unit: "µs".into(),
+            unit: unit.into(),
             server: median(&server),
             baseline: (!baseline.is_empty()).then(|| median(&baseline)),
             ratio: None,
+            ratio_of: None,
             server_runs: server,
             baseline_runs: baseline,
         }
     }
 
+    /// The server's median over runs, with no baseline (e.g. its memory).
+    pub fn server_only(scenario: &str, metric: &str, unit: &str, server: Vec<f64>) -> Row {
+        Row::pair(scenario, metric, unit, server, Vec::new())
+    }
+
     /// A single figure without baseline.
     pub fn figure(scenario: &str, metric: &str, unit: &str, value: f64) -> Row {
-        Row {
-            scenario: scenario.into(),
-            metric: metric.into(),
-            unit: unit.into(),
-            server: value,
-            baseline: None,
-            ratio: None,
-            server_runs: vec![value],
-            baseline_runs: Vec::new(),
-        }
+        Row::server_only(scenario, metric, unit, vec![value])
     }
 }
 
@@ -89,23 +119,26 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| {:<16} | {:<28} | {:>15} | {:>17} | {:>7} |",
+        "| {:<16} | {:<38} | {:>15} | {:>17} | {:>7} |",
         "scenario", "metric", "server (median)", "baseline (median)", "ratio"
     );
     let _ = writeln!(
         out,
         "|{}|{}|{}|{}|{}|",
         "-".repeat(18),
-        "-".repeat(30),
+        "-".repeat(40),
         "-".repeat(17),
         "-".repeat(19),
         "-".repeat(9)
     );
     for r in rows {
-        let metric = format!("{} ({})", r.metric, r.unit);
+        let metric = match r.ratio_of {
+            Some(how @ "baseline/server") => format!("{} ({}; ratio {how})", r.metric, r.unit),
+            _ => format!("{} ({})", r.metric, r.unit),
+        };
         let _ = writeln!(
             out,
-            "| {:<16} | {:<28} | {:>15} | {:>17} | {:>7} |",
+            "| {:<16} | {:<38} | {:>15} | {:>17} | {:>7} |",
             r.scenario,
             metric,
             num(r.server),
@@ -113,6 +146,13 @@ pub fn table(rows: &[Row]) -> String {
             r.ratio
                 .map(|x| format!("{x:.2}×"))
                 .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if rows.iter().any(|r| r.ratio_of == Some("baseline/server")) {
+        let _ = writeln!(
+            out,
+            "\nratio: server/baseline for rates, baseline/server where the metric says so \
+             (latencies); above 1 means the server is ahead"
         );
     }
     out

@@ -38,6 +38,10 @@ pub struct Context {
     pub stores: usize,
     /// Backlog size for the relay drain.
     pub events: usize,
+    /// WebSocket subscribers in fanout.
+    pub subscribers: usize,
+    /// Events per second written in fanout.
+    pub rate: u64,
     /// Scratch directory (databases).
     pub scratch: PathBuf,
 }
@@ -68,7 +72,7 @@ impl Context {
 
     /// The server for a scenario: started on a seeded copy of the data, or the external one
     /// seeded through GraphQL.
-    async fn server(
+    pub async fn server(
         &self,
         name: &str,
         products: usize,

@@ -162,6 +162,11 @@ impl Server {
         }
     }
 
+    /// The process id of a server the bench started (none for an external one).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// A client for this server.
     pub fn client(&self, pool: usize) -> BenchResult<Gql> {
         Gql::new(&self.base, &self.key, pool)
