@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_catalog;
 mod m20261123_000002_create_stock_and_reservations;
 mod m20261123_000003_create_outbox;
+mod m20261123_000004_pending_events_index;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_catalog::Migration),
             Box::new(m20261123_000002_create_stock_and_reservations::Migration),
             Box::new(m20261123_000003_create_outbox::Migration),
+            Box::new(m20261123_000004_pending_events_index::Migration),
         ]
     }
 }
