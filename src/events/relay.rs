@@ -40,6 +40,10 @@ pub struct RelayConfig {
 }
 
 const LEASE_NAME: &str = "outbox-relay";
+/// Batches one round publishes before the loop looks at shutdown and wake-ups again.
+const ROUND_BATCHES: usize = 64;
+/// Batches the final flush at shutdown publishes at most.
+const SHUTDOWN_BATCHES: usize = 8;
 
 /// Everything the relay loop works with.
 struct Worker {
@@ -100,7 +104,7 @@ impl Worker {
     async fn run(self, shutdown: Shutdown) {
         let mut failures: u32 = 0;
         loop {
-            let delay = match self.round().await {
+            let delay = match self.round(ROUND_BATCHES).await {
                 Ok(true) => {
                     failures = 0;
                     continue;
@@ -122,7 +126,7 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
             }
         }
-        if let Err(error) = self.round().await {
+        if let Err(error) = self.round(SHUTDOWN_BATCHES).await {
             tracing::warn!(%error, "relay could not flush at shutdown");
         }
         self.release_lease().await;
@@ -140,43 +144,89 @@ impl Worker {
         Duration::from_millis(jittered)
     }
 
-    /// One round: position new events, publish a batch. `Ok(true)` when more work is waiting.
-    async fn round(&self) -> Result<bool, RelayError> {
+    /// One round: positions new events and publishes them, batch after batch, until none are
+    /// left or `max_batches` went out. `Ok(true)` when more work is waiting.
+    ///
+    /// While one batch is on its way to the broker (and then marked published), the next is
+    /// positioned and read in the same statement, so the database and the broker work at the
+    /// same time. A batch goes out only after the one before it was confirmed.
+    async fn round(&self, max_batches: usize) -> Result<bool, RelayError> {
         if !self.hold_lease().await? {
             return Ok(false);
         }
-        let positioned = assign_positions(&self.db, self.config.batch).await?;
-        let published = self.publish_batch().await?;
-        Ok(positioned as u64 == self.config.batch || published as u64 == self.config.batch)
+        // Events positioned by an earlier round (or process) and not yet published go first.
+        let mut batch = self.positioned_after(None).await?;
+        let mut leftovers = batch.len() as u64 == self.config.batch;
+        if batch.is_empty() {
+            batch = position_next(&self.db, self.config.batch).await?;
+        }
+        for _ in 0..max_batches {
+            if batch.is_empty() {
+                return Ok(false);
+            }
+            let last = batch.last().and_then(|e| e.position);
+            let (sent, next) = tokio::join!(self.send(&batch), self.following(last, leftovers));
+            sent?;
+            let (next, more_leftovers) = next?;
+            (batch, leftovers) = (next, more_leftovers);
+            if !self.hold_lease().await? {
+                return Ok(false);
+            }
+        }
+        Ok(!batch.is_empty())
     }
 
-    async fn publish_batch(&self) -> Result<usize, RelayError> {
-        let batch = event::Entity::find()
-            .filter(event::Column::PublishedAt.is_null())
-            .filter(event::Column::DeadAt.is_null())
-            .filter(event::Column::Position.is_not_null())
-            .order_by_asc(event::Column::Position)
-            .limit(self.config.batch)
-            .all(&self.db.conn)
-            .await?;
-        if batch.is_empty() {
-            return Ok(0);
+    /// The batch after position `last`: more leftovers while the last read of them was full,
+    /// otherwise newly positioned events. Also says whether leftovers may remain.
+    async fn following(
+        &self,
+        last: Option<i64>,
+        leftovers: bool,
+    ) -> Result<(Vec<event::Model>, bool), RelayError> {
+        if leftovers {
+            let batch = self.positioned_after(last).await?;
+            if !batch.is_empty() {
+                let full = batch.len() as u64 == self.config.batch;
+                return Ok((batch, full));
+            }
         }
+        Ok((position_next(&self.db, self.config.batch).await?, false))
+    }
+
+    /// Publishes a batch and records the outcome; an event the broker rejected fails the round.
+    async fn send(&self, batch: &[event::Model]) -> Result<(), RelayError> {
         let deliveries = self
             .broker
-            .publish(&batch)
+            .publish(batch)
             .await
             .map_err(|e| RelayError::Broker(e.0))?;
-        self.record(&batch, &deliveries).await?;
-        if let Some(Delivery::Rejected(reason)) = deliveries
+        self.record(batch, &deliveries).await?;
+        match deliveries
             .iter()
             .find(|d| matches!(d, Delivery::Rejected(_)))
         {
-            return Err(RelayError::Broker(format!(
+            Some(Delivery::Rejected(reason)) => Err(RelayError::Broker(format!(
                 "the broker rejected an event: {reason}"
-            )));
+            ))),
+            _ => Ok(()),
         }
-        Ok(batch.len())
+    }
+
+    /// Positioned, unpublished, live events after `after` (from the start when `None`), in
+    /// position order, at most one batch.
+    async fn positioned_after(&self, after: Option<i64>) -> Result<Vec<event::Model>, DbErr> {
+        let mut query = event::Entity::find()
+            .filter(event::Column::PublishedAt.is_null())
+            .filter(event::Column::DeadAt.is_null())
+            .filter(event::Column::Position.is_not_null());
+        if let Some(after) = after {
+            query = query.filter(event::Column::Position.gt(after));
+        }
+        query
+            .order_by_asc(event::Column::Position)
+            .limit(self.config.batch)
+            .all(&self.db.conn)
+            .await
     }
 
     /// Marks delivered events published; counts attempts on rejected ones and buries them at the
@@ -349,9 +399,9 @@ async fn take_lease(
     }
 }
 
-/// Gives the next positions to unpositioned events, in the order they became visible (one
-/// statement); returns how many were positioned. Reads first, so an idle relay writes nothing.
-pub async fn assign_positions(db: &Db, batch: u64) -> AppResult<usize> {
+/// Gives the next positions to unpositioned events, in the order they became visible, and
+/// returns them in position order (one statement). Reads first, so an idle relay writes nothing.
+pub async fn position_next(db: &Db, batch: u64) -> AppResult<Vec<event::Model>> {
     let waiting = event::Entity::find()
         .select_only()
         .column(event::Column::Seq)
@@ -361,14 +411,23 @@ pub async fn assign_positions(db: &Db, batch: u64) -> AppResult<usize> {
         .one(&db.conn)
         .await?;
     if waiting.is_none() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    db.write_quietly(move |txn| Box::pin(async move { Ok(position_next(txn, batch).await?) }))
-        .await
+    let mut positioned = db
+        .write_quietly(move |txn| {
+            Box::pin(async move { Ok(position_returning(txn, batch).await?) })
+        })
+        .await?;
+    positioned.sort_unstable_by_key(|e| e.position);
+    Ok(positioned)
 }
 
-/// `UPDATE events SET position = top + row_number` for the next `batch` unpositioned events.
-async fn position_next(conn: &impl ConnectionTrait, batch: u64) -> Result<usize, DbErr> {
+/// `UPDATE events SET position = top + row_number … RETURNING` for the next `batch`
+/// unpositioned events.
+async fn position_returning(
+    conn: &impl ConnectionTrait,
+    batch: u64,
+) -> Result<Vec<event::Model>, DbErr> {
     let backend = conn.get_database_backend();
     let limit = match backend {
         sea_orm::DatabaseBackend::Postgres => "$1",
@@ -379,11 +438,18 @@ async fn position_next(conn: &impl ConnectionTrait, batch: u64) -> Result<usize,
          FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn, \
                       (SELECT COALESCE(MAX(position), 0) FROM events) AS top \
                FROM events WHERE position IS NULL ORDER BY seq LIMIT {limit}) AS numbered \
-         WHERE events.seq = numbered.seq"
+         WHERE events.seq = numbered.seq \
+         RETURNING events.seq, events.id, events.event_type, events.aggregate_type, \
+                   events.aggregate_id, events.store_id, events.product_id, events.payload, \
+                   events.occurred_at, events.position, events.published_at, events.attempts, \
+                   events.last_error, events.dead_at"
     );
     let limit = i64::try_from(batch).unwrap_or(i64::MAX);
     let statement = sea_orm::Statement::from_sql_and_values(backend, sql, [limit.into()]);
-    Ok(conn.execute_raw(statement).await?.rows_affected() as usize)
+    event::Entity::find()
+        .from_raw_sql(statement)
+        .all(conn)
+        .await
 }
 
 /// Puts dead events back to pending (all when `ids` is `None`); returns how many.
