@@ -65,14 +65,36 @@ async fn wait_subscribed(client: &Client, count: usize) {
     }
 }
 
+async fn wait_subscribed_exactly(client: &Client, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    while metric(client, "stockroom_subscriptions_open").await != count as f64 {
+        assert!(Instant::now() < deadline, "subscriptions did not close");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn adjust(client: &Client, product: &str, store: &str, delta: i32) {
     client
         .data(ADJUST, json!({ "p": product, "s": store, "d": delta }))
         .await;
 }
 
-/// Waits until the server's feed has forwarded the first `count` events of the log, so that a
-/// live subscription opened now starts after them.
+/// Waits until every event written so far is published, so that a live subscription opened now
+/// starts after them.
+async fn published(client: &Client) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let outbox = client.data("{ outbox { pending } }", json!({})).await;
+        if outbox["outbox"]["pending"] == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the server's feed (reading while a subscriber listens) has forwarded the first
+/// `count` events of the log.
 async fn settle(client: &Client, count: usize) {
     let deadline = Instant::now() + WAIT;
     while metric(client, "stockroom_feed_position").await < count as f64 {
@@ -104,6 +126,47 @@ fn assert_contiguous(events: &[Value]) {
     for pair in positions.windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "no gap, no duplicate: {positions:?}");
     }
+}
+
+/// With no subscriber the feed reader idles; a subscription opened later starts after what was
+/// published meanwhile (no replay of it), and the reader picks up live events again.
+#[tokio::test]
+async fn a_live_subscription_after_a_quiet_spell_starts_at_the_newest_event() {
+    let server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "QUIET", 100).await;
+    let mut first = WsClient::open(&server.url, READ_KEY).await;
+    first.subscribe("1", EVENTS, UPDATES.clone()).await;
+    wait_subscribed(&admin, 1).await;
+    adjust(&admin, &p, "s1", 1).await;
+    assert_eq!(
+        nodes(first.take_data("1", 1).await)[0]["payload"]["change"],
+        1
+    );
+    first.close().await;
+    wait_subscribed_exactly(&admin, 0).await;
+
+    // Nobody listens while these are written and published.
+    for d in [2, 3, 4] {
+        adjust(&admin, &p, "s1", d).await;
+    }
+    published(&admin).await;
+
+    let mut second = WsClient::open(&server.url, READ_KEY).await;
+    second.subscribe("1", EVENTS, UPDATES.clone()).await;
+    wait_subscribed(&admin, 1).await;
+    for d in [5, 6] {
+        adjust(&admin, &p, "s1", d).await;
+    }
+    let got = nodes(second.take_data("1", 2).await);
+    let changes: Vec<i64> = got
+        .iter()
+        .map(|e| e["payload"]["change"].as_i64().unwrap())
+        .collect();
+    assert_eq!(changes, [5, 6], "only what was written after subscribing");
+    let log = events(&admin, 7).await;
+    assert_eq!(ids(&got), ids(&log[5..]));
+    second.assert_quiet("1", Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -338,7 +401,7 @@ async fn stock_level_changed_carries_the_new_level() {
     let p = seed(&admin, "s1", "LEVEL", 10).await;
     create_store(&admin, "s2").await;
     init_stock(&admin, &p, "s2", 4, 1).await;
-    settle(&admin, 2).await;
+    published(&admin).await;
     let mut ws = WsClient::open(&server.url, READ_KEY).await;
     ws.subscribe("s1", LEVELS, json!({ "p": p, "s": "s1" }))
         .await;
@@ -454,7 +517,7 @@ async fn legacy_graphql_ws_protocol_streams_events() {
     let server = Server::start();
     let admin = server.admin();
     let p = seed(&admin, "s1", "LEGACY", 10).await;
-    settle(&admin, 1).await;
+    published(&admin).await;
     let mut ws = WsClient::connect(&server.url, LEGACY_WS).await;
     ws.init(json!({ "apiKey": READ_KEY })).await.expect("acked");
     ws.subscribe("1", EVENTS, UPDATES.clone()).await;
@@ -473,7 +536,7 @@ async fn subscriptions_per_connection_are_capped() {
     let server = Server::start_with(env(&[("STOCKROOM_WS_MAX_SUBSCRIPTIONS", "3")]));
     let admin = server.admin();
     let p = seed(&admin, "s1", "CAP", 10).await;
-    settle(&admin, 1).await;
+    published(&admin).await;
     let mut ws = WsClient::open(&server.url, READ_KEY).await;
     for id in ["1", "2", "3"] {
         ws.subscribe(id, EVENTS, json!({})).await;
@@ -577,7 +640,7 @@ async fn a_subscriber_on_one_server_sees_writes_made_on_another() {
     let on_a = a.admin();
     let p = seed(&on_a, "s1", "CROSS", 100).await;
 
-    settle(&b.admin(), 1).await;
+    published(&b.admin()).await;
     let mut ws = WsClient::open(&b.url, READ_KEY).await;
     ws.subscribe("events", EVENTS, UPDATES.clone()).await;
     ws.subscribe("levels", LEVELS, json!({ "p": p })).await;
@@ -611,7 +674,7 @@ async fn sigterm_closes_open_subscriptions_and_exits_promptly() {
     let mut server = Server::start();
     let admin = server.admin();
     let p = seed(&admin, "s1", "TERM", 10).await;
-    settle(&admin, 1).await;
+    published(&admin).await;
     let mut ws = WsClient::open(&server.url, READ_KEY).await;
     ws.subscribe("1", EVENTS, json!({})).await;
     ws.subscribe("2", LEVELS, json!({})).await;

@@ -2,6 +2,10 @@
 //! bounded channel. A subscriber that falls behind, or that starts from a cursor, is caught up
 //! from the `events` table by position, so nothing is skipped, repeated or reordered.
 //!
+//! With no subscribers the reader idles instead of reading (and decoding) the whole stream for
+//! nobody; the first subscriber wakes it, and it resumes from the last published position. A
+//! live subscription starts after the last event published when it was opened.
+//!
 //! Memory per subscriber is bounded: the shared channel holds at most `CHANNEL_CAPACITY` events
 //! for everyone, and a subscriber buffers at most one catch-up batch of its own. On shutdown
 //! every subscription stream ends, and the reader task waits (briefly) for open connections to
@@ -9,12 +13,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
@@ -34,17 +39,27 @@ const GOODBYE_GRACE: Duration = Duration::from_secs(3);
 pub struct Feed {
     sender: broadcast::Sender<Envelope>,
     db: DatabaseConnection,
-    /// Position of the last event the reader forwarded.
+    /// Position of the last event the reader forwarded (stale while the reader idles).
     top: Arc<AtomicI64>,
+    /// True while the reader idles for want of subscribers.
+    idle: Arc<AtomicBool>,
+    /// Notified by every new subscriber, to wake an idle reader.
+    demand: Arc<Notify>,
     shutdown: CancellationToken,
-    /// One clone per open connection (see `Feed::connection`), plus the reader's own.
-    connections: Arc<()>,
+    /// Open connections (see `Feed::connection`).
+    connections: Arc<AtomicUsize>,
 }
 
 /// Held by an open connection that streams from the feed; at shutdown the reader waits for
 /// these to be dropped (up to a few seconds) so connections can close cleanly.
 pub struct ConnectionGuard {
-    _held: Arc<()>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Feed {
@@ -56,22 +71,16 @@ impl Feed {
     ) -> Result<(Feed, tokio::task::JoinHandle<()>), DbErr> {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
         let start = last_published_position(&db).await?;
-        let top = Arc::new(AtomicI64::new(start));
-        let connections = Arc::new(());
-        let reader = tokio::spawn(read_broker(
-            broker,
-            sender.clone(),
-            top.clone(),
-            shutdown.clone(),
-            connections.clone(),
-        ));
         let feed = Feed {
             sender,
             db,
-            top,
+            top: Arc::new(AtomicI64::new(start)),
+            idle: Arc::new(AtomicBool::new(false)),
+            demand: Arc::new(Notify::new()),
             shutdown,
-            connections,
+            connections: Arc::new(AtomicUsize::new(0)),
         };
+        let reader = tokio::spawn(read_broker(feed.clone(), broker));
         Ok((feed, reader))
     }
 
@@ -82,8 +91,9 @@ impl Feed {
 
     /// Registers an open connection; the reader's shutdown waits for it to be dropped.
     pub fn connection(&self) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
         ConnectionGuard {
-            _held: self.connections.clone(),
+            open: self.connections.clone(),
         }
     }
 
@@ -93,31 +103,49 @@ impl Feed {
     }
 
     /// Events matching `selector`: after `after` (replayed from the log, then live) or, without
-    /// a cursor, live from now. Ends when the process shuts down.
-    pub fn subscribe(
+    /// a cursor, live from now: after the last event published when this returns. Ends when the
+    /// process shuts down.
+    pub async fn subscribe(
         &self,
         after: Option<i64>,
         selector: EventSelector,
-    ) -> impl Stream<Item = Result<Envelope, DbErr>> + Send + use<> {
+    ) -> Result<impl Stream<Item = Result<Envelope, DbErr>> + Send + use<>, DbErr> {
         let receiver = self.sender.subscribe();
-        // Live from now: everything up to the reader's position counts as already seen, so a
-        // subscriber that lags before its first event catches up from here, not from the start.
-        // Read after subscribing: an event forwarded in between is skipped, never missed.
-        let last = after.or_else(|| Some(self.top.load(Ordering::Acquire)));
+        self.demand.notify_one();
+        // Live from now: everything up to here counts as already seen, so a subscriber that lags
+        // before its first event catches up from here, not from the start. Read after
+        // subscribing: an event forwarded in between is skipped, never missed; a jump between
+        // this and the reader's next event is read from the log.
+        let last = match after {
+            Some(after) => after,
+            None => self.live_start().await?,
+        };
         let state = Subscriber {
             receiver,
             db: self.db.clone(),
             selector,
-            last,
+            last: Some(last),
             catching_up: after.is_some(),
             backlog: VecDeque::new(),
             shutdown: self.shutdown.clone(),
             failed: false,
         };
-        futures_util::stream::unfold(state, |mut state| async move {
-            let item = state.next().await?;
-            Some((item, state))
-        })
+        Ok(futures_util::stream::unfold(
+            state,
+            |mut state| async move {
+                let item = state.next().await?;
+                Some((item, state))
+            },
+        ))
+    }
+
+    /// Where a live subscription starts: the reader's position, or, while the reader idles (its
+    /// position is stale), the last position published.
+    async fn live_start(&self) -> Result<i64, DbErr> {
+        if !self.idle.load(Ordering::Acquire) {
+            return Ok(self.top.load(Ordering::Acquire));
+        }
+        last_published_position(&self.db).await
     }
 }
 
@@ -133,34 +161,29 @@ async fn last_published_position(db: &DatabaseConnection) -> Result<i64, DbErr> 
         .unwrap_or(0))
 }
 
-/// Reads the broker from `top` on and forwards every event, until shutdown; then waits for
-/// open connections to close.
-async fn read_broker(
-    broker: Arc<dyn Broker>,
-    sender: broadcast::Sender<Envelope>,
-    top: Arc<AtomicI64>,
-    shutdown: CancellationToken,
-    connections: Arc<()>,
-) {
-    forward(broker, sender, top, &shutdown).await;
+/// Reads the broker from `top` on and forwards every event while anyone listens, until
+/// shutdown; then waits for open connections to close.
+async fn read_broker(feed: Feed, broker: Arc<dyn Broker>) {
+    forward(&feed, broker).await;
     let deadline = Instant::now() + GOODBYE_GRACE;
-    while Arc::strong_count(&connections) > 1 && Instant::now() < deadline {
+    while feed.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-async fn forward(
-    broker: Arc<dyn Broker>,
-    sender: broadcast::Sender<Envelope>,
-    top: Arc<AtomicI64>,
-    shutdown: &CancellationToken,
-) {
-    let mut position = top.load(Ordering::Acquire);
+async fn forward(feed: &Feed, broker: Arc<dyn Broker>) {
+    let mut position = feed.top.load(Ordering::Acquire);
     let mut failures = 0u32;
     loop {
+        if feed.sender.receiver_count() == 0 {
+            if !idle_until_wanted(feed).await {
+                return;
+            }
+            position = resume_point(feed, position).await;
+        }
         let read = tokio::select! {
             read = broker.read_after(position, 1_000) => read,
-            _ = shutdown.cancelled() => return,
+            _ = feed.shutdown.cancelled() => return,
         };
         match read {
             Ok(events) => {
@@ -169,9 +192,9 @@ async fn forward(
                     let at = envelope.position.unwrap_or_default();
                     if at > position {
                         position = at;
-                        top.store(at, Ordering::Release);
+                        feed.top.store(at, Ordering::Release);
                         metrics::gauge!("stockroom_feed_position").set(at as f64);
-                        let _ = sender.send(envelope);
+                        let _ = feed.sender.send(envelope);
                     }
                 }
             }
@@ -183,11 +206,41 @@ async fn forward(
                 let pause = Duration::from_millis(100u64 << failures.min(5));
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown.cancelled() => return,
+                    _ = feed.shutdown.cancelled() => return,
                 }
             }
         }
     }
+}
+
+/// Marks the reader idle and waits for a subscriber; false at shutdown.
+async fn idle_until_wanted(feed: &Feed) -> bool {
+    feed.idle.store(true, Ordering::Release);
+    // Checked after raising the flag: a subscriber that came before reads the flag and starts
+    // from the log; one that comes after has left a wake-up permit.
+    while feed.sender.receiver_count() == 0 {
+        tokio::select! {
+            _ = feed.demand.notified() => {}
+            _ = feed.shutdown.cancelled() => return false,
+        }
+    }
+    true
+}
+
+/// After idling: continues from the last published position (events published meanwhile had no
+/// one to go to), and clears the idle flag once `top` is current.
+async fn resume_point(feed: &Feed, position: i64) -> i64 {
+    let resumed = match last_published_position(&feed.db).await {
+        Ok(published) => position.max(published),
+        Err(error) => {
+            tracing::warn!(%error, "feed reader could not read the published position");
+            position
+        }
+    };
+    feed.top.store(resumed, Ordering::Release);
+    metrics::gauge!("stockroom_feed_position").set(resumed as f64);
+    feed.idle.store(false, Ordering::Release);
+    resumed
 }
 
 /// One subscriber's place in the log.

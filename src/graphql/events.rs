@@ -247,9 +247,13 @@ impl EventSubscription {
     ) -> Result<impl Stream<Item = Result<InventoryEvent>> + use<>> {
         let after = position_after(after.as_deref())?;
         let selector = selector(filter)?;
+        let events = state(ctx)
+            .feed
+            .subscribe(after, selector)
+            .await
+            .map_err(AppError::from)?;
         let slot = take_slot(ctx)?;
-        let feed = state(ctx).feed.clone();
-        Ok(feed.subscribe(after, selector).map(move |item| {
+        Ok(events.map(move |item| {
             let _held = &slot;
             item.map(InventoryEvent)
                 .map_err(|e| AppError::from(e).into())
@@ -265,14 +269,18 @@ impl EventSubscription {
         store_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<StockLevel>> + use<>> {
         let store_id = store_id.map(|s| s.0);
-        let slot = take_slot(ctx)?;
         let selector = EventSelector {
             types: Vec::new(),
             store_id: None,
             product_id,
         };
-        let feed = state(ctx).feed.clone();
-        let levels = feed.subscribe(None, selector).flat_map(move |item| {
+        let events = state(ctx)
+            .feed
+            .subscribe(None, selector)
+            .await
+            .map_err(AppError::from)?;
+        let slot = take_slot(ctx)?;
+        let levels = events.flat_map(move |item| {
             let _held = &slot;
             let levels: Vec<Result<StockLevel>> = match item {
                 Ok(event) => types::levels_in(&event)
