@@ -196,6 +196,7 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     let (feed, feed_task) = Feed::start(conn.clone(), broker.clone(), shutdown.clone())
         .await
         .map_err(|e| startup("starting the feed")(&e))?;
+    let checkpointer = db::spawn_checkpointer(conn.clone(), background.clone());
     let mut db = Db::new(conn, committed.clone());
     if settings.group_commit && settings.is_sqlite() {
         db = db.with_group_commit(settings.group_commit_max);
@@ -235,7 +236,10 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         router,
         shutdown,
         background,
-        tasks: vec![relay, feed_task, sweeper],
+        tasks: [relay, feed_task, sweeper]
+            .into_iter()
+            .chain(checkpointer)
+            .collect(),
     })
 }
 

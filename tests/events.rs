@@ -220,3 +220,33 @@ async fn a_page_of_levels_costs_a_fixed_number_of_statements() {
         "levels, products, stores, levels-by-product: {counts:?}"
     );
 }
+
+/// The write-ahead log is copied back into the database file while the server runs (by its
+/// background checkpointer, not by whichever commit crosses a threshold, which for this much
+/// data would be never): the main file grows as data is written.
+#[tokio::test]
+async fn the_write_ahead_log_is_checkpointed_while_serving() {
+    let server = Server::start();
+    let admin = server.admin();
+    let main_file = || std::fs::metadata(&server.database).map_or(0, |m| m.len());
+    let before = main_file();
+    let p = seed(&admin, "s1", "WAL", 1_000_000).await;
+    let filler = "x".repeat(2_000);
+    for i in 0..150 {
+        admin
+            .data(
+                "mutation($p: UUID!, $r: String) { adjustStock(input: { productId: $p, storeId: \"s1\", delta: 1, reason: $r }) { version } }",
+                json!({ "p": p, "r": format!("{i}{filler}") }),
+            )
+            .await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while main_file() < before + 300_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {} bytes (from {before}); the log was not checkpointed",
+            main_file()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
