@@ -4,6 +4,7 @@
 //! another process takes the lease over once it expires.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -49,6 +50,13 @@ const SHUTDOWN_BATCHES: usize = 8;
 struct Worker {
     /// Until when this process is known to hold the lease without asking the database.
     held_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Whether positioned but unpublished events may be waiting: at start (another process or
+    /// a crash may have left some), after a failed round, or while the lease was elsewhere.
+    /// While false, a round skips looking for them, except once per poll interval (a
+    /// `redriveEvents`, from any process, makes some).
+    leftovers: std::sync::atomic::AtomicBool,
+    /// When a round last looked for leftovers.
+    leftovers_seen: std::sync::Mutex<std::time::Instant>,
     db: Db,
     broker: Arc<dyn Broker>,
     config: RelayConfig,
@@ -67,6 +75,8 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let worker = Worker {
         held_until: std::sync::Mutex::new(None),
+        leftovers: std::sync::atomic::AtomicBool::new(true),
+        leftovers_seen: std::sync::Mutex::new(std::time::Instant::now()),
         db,
         broker,
         config,
@@ -152,16 +162,23 @@ impl Worker {
     /// same time. A batch goes out only after the one before it was confirmed.
     async fn round(&self, max_batches: usize) -> Result<bool, RelayError> {
         if !self.hold_lease().await? {
+            self.leftovers.store(true, Ordering::Relaxed);
             return Ok(false);
         }
         // Events positioned by an earlier round (or process) and not yet published go first.
-        let mut batch = self.positioned_after(None).await?;
-        let mut leftovers = batch.len() as u64 == self.config.batch;
+        // Until this round ends well, assume some may be left.
+        let mut batch = Vec::new();
+        let mut leftovers = false;
+        if self.look_for_leftovers() {
+            batch = self.positioned_after(None).await?;
+            leftovers = batch.len() as u64 == self.config.batch;
+        }
         if batch.is_empty() {
             batch = position_next(&self.db, self.config.batch).await?;
         }
         for _ in 0..max_batches {
             if batch.is_empty() {
+                self.leftovers.store(false, Ordering::Relaxed);
                 return Ok(false);
             }
             let last = batch.last().and_then(|e| e.position);
@@ -173,7 +190,23 @@ impl Worker {
                 return Ok(false);
             }
         }
+        // Stopped with a batch in hand: it is positioned and will be found next round.
         Ok(!batch.is_empty())
+    }
+
+    /// Whether this round reads positioned, unpublished events first (see `leftovers`). Until
+    /// the round ends well, leftovers are assumed.
+    fn look_for_leftovers(&self) -> bool {
+        let flagged = self.leftovers.swap(true, Ordering::Relaxed);
+        let mut seen = self
+            .leftovers_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due = seen.elapsed() >= self.config.poll;
+        if flagged || due {
+            *seen = std::time::Instant::now();
+        }
+        flagged || due
     }
 
     /// The batch after position `last`: more leftovers while the last read of them was full,
