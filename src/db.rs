@@ -125,6 +125,11 @@ impl<T, F> WriteWork<T> for F where
 const WRITE_ATTEMPTS: usize = 3;
 
 impl Db {
+    /// Wakes the relay as a commit that appended events would.
+    pub fn wake_relay(&self) {
+        self.committed.notify_one();
+    }
+
     /// Wraps a pool; `committed` is notified after each successful write.
     pub fn new(conn: DatabaseConnection, committed: Arc<Notify>) -> Self {
         Db {

@@ -41,6 +41,9 @@ pub struct RelayConfig {
 }
 
 const LEASE_NAME: &str = "outbox-relay";
+/// Set by a `redriveEvents` in this process (after its commit): the next round reads the
+/// redriven events first, before positioning new ones that would overtake them.
+static REDRIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Batches one round publishes before the loop looks at shutdown and wake-ups again.
 const ROUND_BATCHES: usize = 64;
 /// Batches the final flush at shutdown publishes at most.
@@ -197,7 +200,8 @@ impl Worker {
     /// Whether this round reads positioned, unpublished events first (see `leftovers`). Until
     /// the round ends well, leftovers are assumed.
     fn look_for_leftovers(&self) -> bool {
-        let flagged = self.leftovers.swap(true, Ordering::Relaxed);
+        let flagged =
+            self.leftovers.swap(true, Ordering::Relaxed) | REDRIVEN.swap(false, Ordering::AcqRel);
         let mut seen = self
             .leftovers_seen
             .lock()
@@ -483,6 +487,20 @@ async fn position_returning(
         .from_raw_sql(statement)
         .all(conn)
         .await
+}
+
+/// Puts dead events back to pending (all when `ids` is `None`), then has the relay read them
+/// before it positions anything new; returns how many.
+pub async fn redrive_events(db: &Db, ids: Option<Vec<Uuid>>) -> AppResult<u64> {
+    let count = db
+        .write_quietly(move |txn| {
+            let ids = ids.clone();
+            Box::pin(async move { Ok(redrive(txn, ids).await?) })
+        })
+        .await?;
+    REDRIVEN.store(true, Ordering::Release);
+    db.wake_relay();
+    Ok(count)
 }
 
 /// Puts dead events back to pending (all when `ids` is `None`); returns how many.

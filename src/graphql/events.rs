@@ -159,13 +159,7 @@ impl EventMutation {
     /// Returns how many were redriven.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn redrive_events(&self, ctx: &Context<'_>, ids: Option<Vec<Uuid>>) -> Result<i32> {
-        let count = state(ctx)
-            .db
-            .write(move |txn| {
-                let ids = ids.clone();
-                Box::pin(async move { Ok(relay::redrive(txn, ids).await?) })
-            })
-            .await?;
+        let count = relay::redrive_events(&state(ctx).db, ids).await?;
         Ok(count.min(i32::MAX as u64) as i32)
     }
 }
