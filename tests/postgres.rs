@@ -56,8 +56,20 @@ async fn concurrent_reservations_never_oversell_on_postgres() {
         (Some(20), Some(0))
     );
     // stock.created, 20 × reservation.created, stock.depleted, stock.low, 60 × reservation.failed
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while admin.data("{ outbox { pending } }", json!({})).await["outbox"]["pending"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = events(&admin, 83).await;
     assert_eq!(log.len(), 83);
+    assert!(
+        log.iter().all(|e| e["publishedAt"].is_string()),
+        "all published"
+    );
     let kinds = types(&log);
     assert_eq!(
         kinds.iter().filter(|t| *t == "reservation.failed").count(),
