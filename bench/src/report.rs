@@ -221,15 +221,14 @@ pub fn write_svg(dir: &Path, rows: &[Row]) -> std::io::Result<()> {
             .into_iter()
             .enumerate()
         {
-            let by = y + 4.0 + i as f64 * (bar_h + 3.0);
-            let w = (value / max * bar_max).max(1.0);
-            let _ = writeln!(
-                body,
-                r#"<rect x="{label_w}" y="{by:.0}" width="{w:.1}" height="{bar_h}" fill="{color}"/><text x="{:.1}" y="{:.0}" font-size="11">{}</text>"#,
-                label_w + w + 6.0,
-                by + 12.0,
-                num(value)
-            );
+            let bar = Bar {
+                x: label_w,
+                y: y + 4.0 + i as f64 * (bar_h + 3.0),
+                width: (value / max * bar_max).max(1.0),
+                height: bar_h,
+                color,
+            };
+            bar.draw(&mut body, &num(value));
         }
         y += 2.0 * (bar_h + 3.0) + 16.0;
     }
@@ -257,15 +256,14 @@ pub fn write_svg(dir: &Path, rows: &[Row]) -> std::io::Result<()> {
             bars.push((b, BASELINE_COLOR));
         }
         for (i, (value, color)) in bars.into_iter().enumerate() {
-            let by = y + 4.0 + i as f64 * (bar_h + 3.0);
-            let w = scale(value);
-            let _ = writeln!(
-                body,
-                r#"<rect x="{label_w}" y="{by:.0}" width="{w:.1}" height="{bar_h}" fill="{color}"/><text x="{:.1}" y="{:.0}" font-size="11">{} µs</text>"#,
-                label_w + w + 6.0,
-                by + 12.0,
-                num(value)
-            );
+            let bar = Bar {
+                x: label_w,
+                y: y + 4.0 + i as f64 * (bar_h + 3.0),
+                width: scale(value),
+                height: bar_h,
+                color,
+            };
+            bar.draw(&mut body, &format!("{} µs", num(value)));
         }
         y += 2.0 * (bar_h + 3.0) + 10.0;
     }
@@ -277,4 +275,32 @@ pub fn write_svg(dir: &Path, rows: &[Row]) -> std::io::Result<()> {
 "#
     );
     std::fs::write(dir.join("chart.svg"), svg)
+}
+
+/// One horizontal bar of the chart, labelled at its end.
+struct Bar {
+    x: f64,
+    y: f64,
+    width: f64,
+    height: f64,
+    color: &'static str,
+}
+
+impl Bar {
+    fn draw(&self, body: &mut String, label: &str) {
+        let Bar {
+            x,
+            y,
+            width,
+            height,
+            color,
+        } = self;
+        let _ = writeln!(
+            body,
+            r#"<rect x="{x}" y="{y:.0}" width="{width:.1}" height="{height}" fill="{color}"/><text x="{:.1}" y="{:.0}" font-size="11">{}</text>"#,
+            x + width + 6.0,
+            y + 12.0,
+            escape(label)
+        );
+    }
 }
