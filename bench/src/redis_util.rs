@@ -51,11 +51,15 @@ impl RedisServer {
         }
     }
 
-    /// A new multiplexed connection.
+    /// A new multiplexed connection, with a response timeout long enough for a large pipelined
+    /// batch on a busy machine (the client's default is 500 ms).
     pub async fn connect(&self) -> BenchResult<redis::aio::MultiplexedConnection> {
         let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(30)));
         client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| e.to_string())
     }

@@ -82,11 +82,16 @@ impl RedisServer {
         }
     }
 
-    /// A connection for assertions.
+    /// A connection for assertions. Its response timeout is generous: this server fsyncs every
+    /// write (`appendfsync always`), and on a busy CI disk one write can take longer than the
+    /// client's 500 ms default.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(30)));
         redis::Client::open(self.url())
             .expect("client")
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("connect to test redis")
     }
