@@ -44,9 +44,11 @@ impl Conn {
         if rc != ffi::SQLITE_OK {
             return Err(conn.error(rc));
         }
+        // The busy timeout first: connections opened at once (the dashboard baseline's threads)
+        // otherwise fail at once on the lock that switching or recovering the WAL takes.
         conn.exec(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; \
-             PRAGMA busy_timeout=10000;",
+            "PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+             PRAGMA foreign_keys=ON;",
         )?;
         Ok(conn)
     }
