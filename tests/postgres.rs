@@ -144,3 +144,57 @@ async fn lifecycle_transfer_and_expiry_on_postgres() {
     drop(server);
     drop_database(&url).await;
 }
+
+/// Events in the wide `events` table of migration 4: one published, one dead, one waiting.
+const OLD_EVENTS: &str = "INSERT INTO events \
+    (id, event_type, aggregate_type, aggregate_id, store_id, product_id, payload, occurred_at, \
+     position, published_at, attempts, last_error, dead_at) VALUES \
+    ('0190a0a0-0000-7000-8000-000000000001', 'stock.created', 'stock_level', 'l1', 'a', NULL, \
+     '{\"note\":\"published\"}', '2026-11-01T10:00:00Z', 1, '2026-11-01T10:00:01Z', 0, NULL, NULL), \
+    ('0190a0a0-0000-7000-8000-000000000002', 'stock.updated', 'stock_level', 'l1', 'a', NULL, \
+     '{\"note\":\"dead\"}', '2026-11-01T10:00:02Z', 2, NULL, 5, 'too big', '2026-11-01T10:00:03Z'), \
+    ('0190a0a0-0000-7000-8000-000000000003', 'stock.updated', 'stock_level', 'l1', 'a', NULL, \
+     '{\"note\":\"waiting\"}', '2026-11-01T10:00:04Z', NULL, NULL, 0, NULL, NULL)";
+
+#[tokio::test]
+async fn migration_5_moves_delivery_state_and_back_on_postgres() {
+    use migration::{Migrator, MigratorTrait};
+    let url = fresh_database().await;
+    let db = Database::connect(&url).await.expect("connect");
+    Migrator::up(&db, Some(4)).await.expect("migrate to 4");
+    db.execute_unprepared(OLD_EVENTS).await.expect("old events");
+    let expected = vec![
+        (Some(1), true, 0, None, false),
+        (Some(2), false, 5, Some("too big".to_owned()), true),
+        (None, false, 0, None, false),
+    ];
+    let columns = DELIVERY_COLUMNS;
+
+    Migrator::up(&db, None).await.expect("migrate up");
+    let upgraded = delivery_states(&db, &format!("{columns} FROM event_log ORDER BY seq")).await;
+    assert_eq!(upgraded, expected, "the view shows every event's state");
+    db.execute_unprepared(
+        "INSERT INTO events (id, event_type, aggregate_type, aggregate_id, payload, occurred_at) \
+         VALUES ('0190a0a0-0000-7000-8000-000000000004', 'stock.updated', 'stock_level', 'l1', \
+         '{}', now())",
+    )
+    .await
+    .expect("append after the upgrade");
+    let appended = delivery_states(&db, &format!("{columns} FROM event_log ORDER BY seq")).await;
+    assert_eq!(
+        appended.len(),
+        4,
+        "the trigger gave the new event its delivery row"
+    );
+    assert_eq!(appended[3], (None, false, 0, None, false));
+
+    Migrator::down(&db, Some(1)).await.expect("migrate down");
+    let rolled_back = delivery_states(&db, &format!("{columns} FROM events ORDER BY seq")).await;
+    assert_eq!(
+        rolled_back[..3],
+        expected[..],
+        "the wide table has its state back"
+    );
+    db.close().await.expect("close");
+    drop_database(&url).await;
+}

@@ -93,7 +93,8 @@ async fn events_reach_the_stream_in_order_with_their_fields() {
 #[tokio::test]
 async fn redis_down_keeps_writes_working_and_loses_nothing() {
     let mut redis = RedisServer::start();
-    let server = Server::start_with(with_redis(&redis, &[]));
+    // Small batches: the backlog goes out through the relay's pipeline, batch after batch.
+    let server = Server::start_with(with_redis(&redis, &[("STOCKROOM_RELAY_BATCH", "4")]));
     let admin = server.admin();
     let p = seed(&admin, "s1", "OUTAGE", 1000).await;
     for _ in 0..10 {
@@ -139,7 +140,8 @@ async fn redis_down_keeps_writes_working_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_server_resumes_without_loss_or_duplicates() {
     let redis = RedisServer::start();
-    let mut first = Server::start_with(with_redis(&redis, &[]));
+    // Small batches, so the kill lands with batches positioned ahead, in flight and unrecorded.
+    let mut first = Server::start_with(with_redis(&redis, &[("STOCKROOM_RELAY_BATCH", "7")]));
     let dir = first.take_dir();
     let database = first.database.clone();
     let admin = first.admin();
@@ -185,11 +187,12 @@ async fn a_killed_server_resumes_without_loss_or_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_on_one_database_publish_once_in_order() {
     let redis = RedisServer::start();
-    let mut a = Server::start_with(with_redis(&redis, &[]));
+    let small = [("STOCKROOM_RELAY_BATCH", "5")];
+    let mut a = Server::start_with(with_redis(&redis, &small));
     let dir = a.take_dir();
     let b = Server::start_with(Options {
         database: Some(a.database.clone()),
-        ..with_redis(&redis, &[])
+        ..with_redis(&redis, &small)
     });
     let p = seed(&a.admin(), "s1", "TWO", 1000).await;
     let mut writers = Vec::new();
@@ -219,34 +222,8 @@ async fn a_rejected_event_goes_dead_and_is_redriven() {
     let admin = server.admin();
     let p = seed(&admin, "s1", "POISON", 10).await;
     redis.wait_for(STREAM, 1, Duration::from_secs(10)).await;
-    // Make the stream key unusable: Redis now refuses every XADD on its merits (WRONGTYPE).
-    let mut conn = redis.connection().await;
-    let _: () = redis::cmd("DEL")
-        .arg(STREAM)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(STREAM)
-        .arg("not a stream")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    admin.data(ADJUST, json!({ "p": p, "d": 1 })).await;
+    let mut conn = kill_one_event(&redis, &admin, &p).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let outbox = admin.data("{ outbox { dead pending } }", json!({})).await;
-        if outbox["outbox"]["dead"] == 1 {
-            assert_eq!(outbox["outbox"]["pending"], 0);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the event never went dead: {outbox}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let metrics = admin.get("/metrics").await.text().await.unwrap();
         if metrics.contains("stockroom_outbox_dead 1") {
@@ -271,18 +248,7 @@ async fn a_rejected_event_goes_dead_and_is_redriven() {
     let ids: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(ids, ["2-0", "3-0"]);
     // The relay marks the event published right after Redis took it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let outbox = admin.data("{ outbox { dead pending } }", json!({})).await;
-        if outbox["outbox"] == json!({ "dead": 0, "pending": 0 }) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not marked published: {outbox}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_outbox(&admin, json!({ "dead": 0, "pending": 0 })).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -340,4 +306,74 @@ async fn sigterm_finishes_requests_flushes_the_relay_and_exits_zero() {
     let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
     let expected: Vec<String> = (1..=entries.len()).map(|i| format!("{i}-0")).collect();
     assert_eq!(ids, expected);
+}
+
+/// Makes the stream key unusable, so Redis refuses every XADD on its merits (WRONGTYPE), writes
+/// one event and waits until it is dead. Returns the connection, for `DEL`ing the key again.
+async fn kill_one_event(
+    redis: &RedisServer,
+    admin: &Client,
+    product: &str,
+) -> redis::aio::MultiplexedConnection {
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg(STREAM)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(STREAM)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    admin.data(ADJUST, json!({ "p": product, "d": 1 })).await;
+    wait_for_outbox(admin, json!({ "dead": 1, "pending": 0 })).await;
+    conn
+}
+
+/// Waits until the outbox shows `expected` (`{ dead pending }`), up to 15 s.
+async fn wait_for_outbox(admin: &Client, expected: Value) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let outbox = admin.data("{ outbox { dead pending } }", json!({})).await;
+        if outbox["outbox"] == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox never showed {expected}: {outbox}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redriven_event_that_later_ones_overtook_goes_dead_again_instead_of_vanishing() {
+    let redis = RedisServer::start();
+    let server = Server::start_with(with_redis(&redis, &[("STOCKROOM_RELAY_MAX_ATTEMPTS", "2")]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "OVERTAKEN", 10).await;
+    redis.wait_for(STREAM, 1, Duration::from_secs(10)).await;
+    let mut conn = kill_one_event(&redis, &admin, &p).await;
+    // The stream works again and event 3 goes out past the dead one.
+    let _: () = redis::cmd("DEL")
+        .arg(STREAM)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    admin.data(ADJUST, json!({ "p": p, "d": 1 })).await;
+    redis.wait_for(STREAM, 1, Duration::from_secs(10)).await;
+
+    let redriven = admin.data("mutation { redriveEvents }", json!({})).await;
+    assert_eq!(redriven["redriveEvents"], 1);
+    // Redis refuses 2-0 below its top 3-0; the event is not in the stream, so it is not counted
+    // as published: it is retried and goes dead again.
+    wait_for_outbox(&admin, json!({ "dead": 1, "pending": 0 })).await;
+    let entries = redis.wait_for(STREAM, 1, Duration::from_secs(10)).await;
+    let ids: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(ids, ["3-0"]);
+    let log = events(&admin, 3).await;
+    assert_eq!(log[1]["cursor"], "2-0");
+    assert_eq!(log[1]["publishedAt"], Value::Null, "{}", log[1]);
 }

@@ -187,8 +187,8 @@ pub fn reserve_loop(
     let mut insert_event = conn
         .prepare(
             "INSERT INTO events (id, event_type, aggregate_type, aggregate_id, store_id, \
-             product_id, payload, occurred_at, attempts) \
-             VALUES (?1, 'reservation.created', 'reservation', ?2, ?3, ?4, ?5, ?6, 0)",
+             product_id, payload, occurred_at) \
+             VALUES (?1, 'reservation.created', 'reservation', ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(sql)?;
     let mut rng = rand::rng();
@@ -540,8 +540,8 @@ pub fn insert_backlog(path: &Path, events: &[EventRow]) -> BenchResult<()> {
         let mut insert = conn
             .prepare(
                 "INSERT INTO events (id, event_type, aggregate_type, aggregate_id, store_id, \
-                 product_id, payload, occurred_at, attempts) \
-                 VALUES (?1, 'reservation.created', 'reservation', ?2, ?3, ?4, ?5, ?6, 0)",
+                 product_id, payload, occurred_at) \
+                 VALUES (?1, 'reservation.created', 'reservation', ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(sql)?;
         for e in events {

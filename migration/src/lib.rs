@@ -6,6 +6,7 @@ mod m20261123_000001_create_catalog;
 mod m20261123_000002_create_stock_and_reservations;
 mod m20261123_000003_create_outbox;
 mod m20261123_000004_pending_events_index;
+mod m20261123_000005_event_delivery;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_create_stock_and_reservations::Migration),
             Box::new(m20261123_000003_create_outbox::Migration),
             Box::new(m20261123_000004_pending_events_index::Migration),
+            Box::new(m20261123_000005_event_delivery::Migration),
         ]
     }
 }

@@ -1,14 +1,17 @@
-//! `events`: the outbox and audit log. `position` is given by the relay, in commit-visible order.
+//! `event_log`: the view readers use, each event (`events`) with its delivery state
+//! (`event_delivery`). `position` is given by the relay, in commit-visible order.
+//!
+//! Read-only: events are appended through [`super::event_row`], and the relay writes delivery
+//! state through [`super::event_delivery`].
 
 use sea_orm::entity::prelude::*;
 
-/// An event row.
+/// An event with its delivery state.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "events")]
+#[sea_orm(table_name = "event_log")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub seq: i64,
-    #[sea_orm(unique)]
     pub id: Uuid,
     pub event_type: String,
     pub aggregate_type: String,

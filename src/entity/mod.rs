@@ -1,6 +1,8 @@
-//! SeaORM entities, one file per table.
+//! SeaORM entities, one file per table (and `event` over the `event_log` view).
 
 pub mod event;
+pub mod event_delivery;
+pub mod event_row;
 pub mod idempotency_key;
 pub mod product;
 pub mod relay_lease;

@@ -10,6 +10,9 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisResult};
 use tokio::sync::broadcast;
 
+use sea_orm::FromQueryResult;
+use uuid::Uuid;
+
 use crate::entity::event;
 
 /// How one event fared in a publish round.
@@ -29,15 +32,69 @@ pub struct BrokerDown(pub String);
 /// A positioned event as the broker carries it.
 pub type Envelope = Arc<event::Model>;
 
+/// A positioned event as the relay hands it to a broker: the stream entry's fields, with the
+/// payload kept as the JSON text it is stored as (Redis gets it as is, never parsed).
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct Outgoing {
+    /// The event's sequence number (its delivery row's key).
+    pub seq: i64,
+    /// Event id.
+    pub id: Uuid,
+    /// `stock.updated`, `reservation.created`, …
+    pub event_type: String,
+    /// `stock_level` or `reservation`.
+    pub aggregate_type: String,
+    /// Id of the aggregate the event is about.
+    pub aggregate_id: String,
+    /// Store concerned, if any.
+    pub store_id: Option<String>,
+    /// Product concerned, if any.
+    pub product_id: Option<Uuid>,
+    /// Post-change state, as JSON text.
+    pub payload: String,
+    /// When it happened.
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// Its place in the log.
+    pub position: i64,
+    /// Times the broker rejected it since it was last (re)driven.
+    pub attempts: i32,
+    /// Whether the broker ever rejected it (a redrive resets `attempts`, not this).
+    pub rejected_before: bool,
+}
+
+impl Outgoing {
+    /// The event as subscribers see it (payload parsed).
+    fn to_envelope(&self) -> Result<Envelope, serde_json::Error> {
+        Ok(Arc::new(event::Model {
+            seq: self.seq,
+            id: self.id,
+            event_type: self.event_type.clone(),
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            store_id: self.store_id.clone(),
+            product_id: self.product_id,
+            payload: serde_json::from_str(&self.payload)?,
+            occurred_at: self.occurred_at,
+            position: Some(self.position),
+            published_at: Some(chrono::Utc::now()),
+            attempts: self.attempts,
+            last_error: None,
+            dead_at: None,
+        }))
+    }
+}
+
 /// Publishes positioned events in order and reads them back for the live feed.
 pub trait Broker: Send + Sync + 'static {
     /// `redis` or `memory`.
     fn kind(&self) -> &'static str;
 
-    /// Publishes `events` (ascending positions); one `Delivery` per event, in order.
+    /// Publishes `events` (ascending positions); one `Delivery` per event, in order. A broker
+    /// that cannot keep order past a rejection may stop there and answer for fewer events: those
+    /// left out are neither published nor rejected, and the relay sends them again.
     fn publish<'a>(
         &'a self,
-        events: &'a [event::Model],
+        events: &'a [Outgoing],
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>>;
 
     /// Reads events after `after_position`, waiting up to `block_ms` for new ones.
@@ -97,23 +154,33 @@ impl Broker for MemoryBroker {
 
     fn publish<'a>(
         &'a self,
-        events: &'a [event::Model],
+        events: &'a [Outgoing],
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>> {
         Box::pin(async move {
             let mut recent = self.recent.write().await;
+            let mut deliveries = Vec::with_capacity(events.len());
             for e in events {
-                let position = e.position.unwrap_or_default();
-                if position > self.top.load(Ordering::Acquire) {
-                    if recent.len() == self.capacity {
-                        recent.pop_front();
-                    }
-                    recent.push_back(Arc::new(e.clone()));
-                    self.top.store(position, Ordering::Release);
+                if e.position <= self.top.load(Ordering::Acquire) {
+                    deliveries.push(Delivery::Published);
+                    continue;
                 }
+                let envelope = match e.to_envelope() {
+                    Ok(envelope) => envelope,
+                    Err(error) => {
+                        deliveries.push(Delivery::Rejected(format!("payload: {error}")));
+                        break;
+                    }
+                };
+                if recent.len() == self.capacity {
+                    recent.pop_front();
+                }
+                recent.push_back(envelope);
+                self.top.store(e.position, Ordering::Release);
+                deliveries.push(Delivery::Published);
             }
             drop(recent);
             let _ = self.wake.send(());
-            Ok(vec![Delivery::Published; events.len()])
+            Ok(deliveries)
         })
     }
 
@@ -189,12 +256,12 @@ impl RedisBroker {
         BrokerDown(error.to_string())
     }
 
-    fn xadd(&self, pipe: &mut redis::Pipeline, e: &event::Model) {
+    fn xadd(&self, pipe: &mut redis::Pipeline, e: &Outgoing) {
         let cmd = pipe.cmd("XADD").arg(&self.stream);
         if self.max_len > 0 {
             cmd.arg("MAXLEN").arg("~").arg(self.max_len);
         }
-        cmd.arg(entry_id(e.position.unwrap_or_default()))
+        cmd.arg(entry_id(e.position))
             .arg("id")
             .arg(e.id.to_string())
             .arg("type")
@@ -208,7 +275,7 @@ impl RedisBroker {
             .arg("product_id")
             .arg(e.product_id.map(|p| p.to_string()).unwrap_or_default())
             .arg("payload")
-            .arg(e.payload.to_string())
+            .arg(&e.payload)
             .arg("occurred_at")
             .arg(e.occurred_at.to_rfc3339());
     }
@@ -216,17 +283,18 @@ impl RedisBroker {
 
 impl RedisBroker {
     /// After Redis refused an ID at or below the stream's top: an event never rejected before is
-    /// a republish after a crash, so it is there. One that was rejected before may have been
-    /// overtaken by later events; look it up, and reject it when it is missing.
+    /// a republish after a crash, so it is there. One that was rejected before (a redriven one
+    /// included) may have been overtaken by later events; look it up, and reject it when it is
+    /// missing.
     async fn confirm_present(
         &self,
         conn: &mut ConnectionManager,
-        e: &event::Model,
+        e: &Outgoing,
     ) -> Result<Delivery, BrokerDown> {
-        if e.attempts == 0 {
+        if !e.rejected_before {
             return Ok(Delivery::Published);
         }
-        let id = entry_id(e.position.unwrap_or_default());
+        let id = entry_id(e.position);
         let found: redis::streams::StreamRangeReply = conn
             .xrange(&self.stream, &id, &id)
             .await
@@ -260,7 +328,7 @@ impl Broker for RedisBroker {
 
     fn publish<'a>(
         &'a self,
-        events: &'a [event::Model],
+        events: &'a [Outgoing],
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>> {
         Box::pin(async move {
             let mut conn = self.connection().await?;

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::{Broker, Envelope};
 use super::outbox::{EventSelector, read_log};
-use crate::entity::event;
+use crate::entity::event_delivery;
 
 /// Events buffered per process for subscribers before a slow one is caught up from the log.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -150,10 +150,10 @@ impl Feed {
 }
 
 async fn last_published_position(db: &DatabaseConnection) -> Result<i64, DbErr> {
-    Ok(event::Entity::find()
+    Ok(event_delivery::Entity::find()
         .select_only()
-        .expr(Func::max(Expr::col(event::Column::Position)))
-        .filter(event::Column::PublishedAt.is_not_null())
+        .expr(Func::max(Expr::col(event_delivery::Column::Position)))
+        .filter(event_delivery::Column::PublishedAt.is_not_null())
         .into_tuple::<Option<i64>>()
         .one(db)
         .await?

@@ -1,7 +1,6 @@
 //! Appending events to the outbox inside the caller's transaction, and reading the log.
 
 use chrono::Utc;
-use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -9,7 +8,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::entity::event;
+use crate::entity::{event, event_delivery, event_row};
 
 /// An event about to be appended; the relay gives it a position later.
 #[derive(Debug, Clone)]
@@ -28,13 +27,14 @@ pub struct NewEvent {
     pub payload: Value,
 }
 
-/// Appends events in the caller's transaction.
+/// Appends events in the caller's transaction (one statement; a trigger adds their delivery
+/// rows).
 pub async fn append(conn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<(), DbErr> {
     if events.is_empty() {
         return Ok(());
     }
     let now = crate::domain::now();
-    let rows = events.into_iter().map(|e| event::ActiveModel {
+    let rows = events.into_iter().map(|e| event_row::ActiveModel {
         id: Set(Uuid::now_v7()),
         event_type: Set(e.event_type.to_owned()),
         aggregate_type: Set(e.aggregate_type.to_owned()),
@@ -43,10 +43,9 @@ pub async fn append(conn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Resul
         product_id: Set(e.product_id),
         payload: Set(e.payload),
         occurred_at: Set(now),
-        attempts: Set(0),
         ..Default::default()
     });
-    event::Entity::insert_many(rows)
+    event_row::Entity::insert_many(rows)
         .exec_without_returning(conn)
         .await?;
     Ok(())
@@ -107,30 +106,35 @@ pub struct OutboxFigures {
     pub dead: u64,
     /// When the oldest pending event occurred.
     pub oldest_pending: Option<chrono::DateTime<Utc>>,
-    /// When the last event was published.
+    /// When the newest published event (in log order) was published.
     pub last_published: Option<chrono::DateTime<Utc>>,
 }
 
-/// Reads the outbox figures.
+/// Reads the outbox figures (every second, on every process): each query walks an index over
+/// the backlog, the dead events or the newest positions, never the whole log.
 pub async fn figures(conn: &impl ConnectionTrait) -> Result<OutboxFigures, DbErr> {
-    let pending_filter = || {
-        event::Entity::find()
-            .filter(event::Column::PublishedAt.is_null())
-            .filter(event::Column::DeadAt.is_null())
-    };
-    let pending = pending_filter().count(conn).await?;
-    let oldest_pending = pending_filter()
+    let pending = event_delivery::Entity::find()
+        .filter(event_delivery::Column::PublishedAt.is_null())
+        .filter(event_delivery::Column::DeadAt.is_null())
+        .count(conn)
+        .await?;
+    let oldest_pending = event::Entity::find()
+        .filter(event::Column::PublishedAt.is_null())
+        .filter(event::Column::DeadAt.is_null())
         .order_by_asc(event::Column::Seq)
         .one(conn)
         .await?
         .map(|e| e.occurred_at);
-    let dead = event::Entity::find()
-        .filter(event::Column::DeadAt.is_not_null())
+    let dead = event_delivery::Entity::find()
+        .filter(event_delivery::Column::DeadAt.is_not_null())
         .count(conn)
         .await?;
-    let last_published = event::Entity::find()
+    let last_published = event_delivery::Entity::find()
         .select_only()
-        .expr(Func::max(Expr::col(event::Column::PublishedAt)))
+        .column(event_delivery::Column::PublishedAt)
+        .filter(event_delivery::Column::Position.is_not_null())
+        .filter(event_delivery::Column::PublishedAt.is_not_null())
+        .order_by_desc(event_delivery::Column::Position)
         .into_tuple::<Option<chrono::DateTime<Utc>>>()
         .one(conn)
         .await?

@@ -12,15 +12,15 @@ use rand::Rng;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken as Shutdown;
 use uuid::Uuid;
 
-use super::broker::{Broker, Delivery};
+use super::broker::{Broker, Delivery, Outgoing};
 use crate::db::Db;
-use crate::entity::{event, relay_lease};
+use crate::entity::{event, event_delivery, event_row, relay_lease};
 use crate::error::{AppError, AppResult};
 
 /// Relay settings.
@@ -54,9 +54,10 @@ struct Worker {
     /// Until when this process is known to hold the lease without asking the database.
     held_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// Whether positioned but unpublished events may be waiting: at start (another process or
-    /// a crash may have left some), after a failed round, or while the lease was elsewhere.
-    /// While false, a round skips looking for them, except once per poll interval (a
-    /// `redriveEvents`, from any process, makes some).
+    /// a crash may have left some), after a failed round, after a round that stopped with
+    /// positioned batches in hand, or while the lease was elsewhere. While false, a round skips
+    /// looking for them, except once per poll interval (a `redriveEvents`, from any process,
+    /// makes some).
     leftovers: std::sync::atomic::AtomicBool,
     /// When a round last looked for leftovers.
     leftovers_seen: std::sync::Mutex<std::time::Instant>,
@@ -157,44 +158,87 @@ impl Worker {
         Duration::from_millis(jittered)
     }
 
-    /// One round: positions new events and publishes them, batch after batch, until none are
-    /// left or `max_batches` went out. `Ok(true)` when more work is waiting.
-    ///
-    /// While one batch is on its way to the broker (and then marked published), the next is
-    /// positioned and read in the same statement, so the database and the broker work at the
-    /// same time. A batch goes out only after the one before it was confirmed.
+    /// One round: publishes positioned events left over from before (see `leftovers`), then
+    /// positions new events and publishes them, batch after batch, until none are left or
+    /// `max_batches` went out. `Ok(true)` when more work is waiting.
     async fn round(&self, max_batches: usize) -> Result<bool, RelayError> {
         if !self.hold_lease().await? {
             self.leftovers.store(true, Ordering::Relaxed);
             return Ok(false);
         }
-        // Events positioned by an earlier round (or process) and not yet published go first.
-        // Until this round ends well, assume some may be left.
-        let mut batch = Vec::new();
-        let mut leftovers = false;
-        if self.look_for_leftovers() {
-            batch = self.positioned_after(None).await?;
-            leftovers = batch.len() as u64 == self.config.batch;
+        if self.look_for_leftovers() && !self.publish_leftovers(max_batches).await? {
+            return Ok(true);
         }
-        if batch.is_empty() {
-            batch = position_next(&self.db, self.config.batch).await?;
-        }
+        self.publish_new(max_batches).await
+    }
+
+    /// Publishes positioned, unpublished events in position order, one batch at a time. True
+    /// when none are left.
+    async fn publish_leftovers(&self, max_batches: usize) -> Result<bool, RelayError> {
+        let mut last = None;
         for _ in 0..max_batches {
+            let batch = self.positioned_after(last).await?;
             if batch.is_empty() {
-                self.leftovers.store(false, Ordering::Relaxed);
-                return Ok(false);
+                return Ok(true);
             }
-            let last = batch.last().and_then(|e| e.position);
-            let (sent, next) = tokio::join!(self.send(&batch), self.following(last, leftovers));
-            sent?;
-            let (next, more_leftovers) = next?;
-            (batch, leftovers) = (next, more_leftovers);
+            self.send(&batch).await?;
+            if (batch.len() as u64) < self.config.batch {
+                return Ok(true);
+            }
+            last = batch.last().map(|e| e.position);
             if !self.hold_lease().await? {
                 return Ok(false);
             }
         }
-        // Stopped with a batch in hand: it is positioned and will be found next round.
-        Ok(!batch.is_empty())
+        Ok(false)
+    }
+
+    /// Positions and publishes new events as a pipeline. While batch N goes to the broker,
+    /// batch N-1 is marked published, batch N+1 (positioned last time) is read, and batch N+2
+    /// is positioned. A batch goes out only after the one before it was confirmed; marking
+    /// published may trail, because a republish after a crash is refused as already there.
+    async fn publish_new(&self, max_batches: usize) -> Result<bool, RelayError> {
+        let Some(first) = position_range(&self.db, self.config.batch).await? else {
+            self.leftovers.store(false, Ordering::Relaxed);
+            return Ok(false);
+        };
+        let mut current = self.read_range(Some(first)).await?;
+        let mut ahead = position_range(&self.db, self.config.batch).await?;
+        let mut previous: Option<(Vec<Outgoing>, Vec<Delivery>)> = None;
+        for _ in 0..max_batches {
+            if current.is_empty() {
+                match ahead.take() {
+                    Some(range) => current = self.read_range(Some(range)).await?,
+                    None => {
+                        self.record_previous(previous.take()).await?;
+                        self.leftovers.store(false, Ordering::Relaxed);
+                        return Ok(false);
+                    }
+                }
+            }
+            let (published, recorded, next, positioned) = tokio::join!(
+                self.publish(&current),
+                self.record_previous(previous.take()),
+                self.read_range(ahead.take()),
+                position_range(&self.db, self.config.batch),
+            );
+            recorded?;
+            let deliveries = published?;
+            if let Some(reason) = rejection(&deliveries) {
+                self.record(&current, &deliveries).await?;
+                return Err(RelayError::Broker(format!(
+                    "the broker rejected an event: {reason}"
+                )));
+            }
+            previous = Some((std::mem::take(&mut current), deliveries));
+            (current, ahead) = (next?, positioned?);
+            if !self.hold_lease().await? {
+                break;
+            }
+        }
+        // Stopped with positioned events in hand: they are found as leftovers next round.
+        self.record_previous(previous).await?;
+        Ok(true)
     }
 
     /// Whether this round reads positioned, unpublished events first (see `leftovers`). Until
@@ -213,46 +257,57 @@ impl Worker {
         flagged || due
     }
 
-    /// The batch after position `last`: more leftovers while the last read of them was full,
-    /// otherwise newly positioned events. Also says whether leftovers may remain.
-    async fn following(
-        &self,
-        last: Option<i64>,
-        leftovers: bool,
-    ) -> Result<(Vec<event::Model>, bool), RelayError> {
-        if leftovers {
-            let batch = self.positioned_after(last).await?;
-            if !batch.is_empty() {
-                let full = batch.len() as u64 == self.config.batch;
-                return Ok((batch, full));
-            }
+    /// The events positioned in `range`, in position order (none for `None`).
+    async fn read_range(&self, range: Option<(i64, i64)>) -> Result<Vec<Outgoing>, DbErr> {
+        let Some((first, last)) = range else {
+            return Ok(Vec::new());
+        };
+        outgoing()
+            .filter(event::Column::Position.between(first, last))
+            .order_by_asc(event::Column::Position)
+            .into_model::<Outgoing>()
+            .all(&self.db.conn)
+            .await
+    }
+
+    /// Hands a batch to the broker (nothing to do for an empty one).
+    async fn publish(&self, batch: &[Outgoing]) -> Result<Vec<Delivery>, RelayError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok((position_next(&self.db, self.config.batch).await?, false))
+        self.broker
+            .publish(batch)
+            .await
+            .map_err(|e| RelayError::Broker(e.0))
+    }
+
+    /// Records the outcome of the batch published before, if any.
+    async fn record_previous(
+        &self,
+        previous: Option<(Vec<Outgoing>, Vec<Delivery>)>,
+    ) -> AppResult<()> {
+        match previous {
+            Some((batch, deliveries)) => self.record(&batch, &deliveries).await,
+            None => Ok(()),
+        }
     }
 
     /// Publishes a batch and records the outcome; an event the broker rejected fails the round.
-    async fn send(&self, batch: &[event::Model]) -> Result<(), RelayError> {
-        let deliveries = self
-            .broker
-            .publish(batch)
-            .await
-            .map_err(|e| RelayError::Broker(e.0))?;
+    async fn send(&self, batch: &[Outgoing]) -> Result<(), RelayError> {
+        let deliveries = self.publish(batch).await?;
         self.record(batch, &deliveries).await?;
-        match deliveries
-            .iter()
-            .find(|d| matches!(d, Delivery::Rejected(_)))
-        {
-            Some(Delivery::Rejected(reason)) => Err(RelayError::Broker(format!(
+        match rejection(&deliveries) {
+            Some(reason) => Err(RelayError::Broker(format!(
                 "the broker rejected an event: {reason}"
             ))),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
     /// Positioned, unpublished, live events after `after` (from the start when `None`), in
     /// position order, at most one batch.
-    async fn positioned_after(&self, after: Option<i64>) -> Result<Vec<event::Model>, DbErr> {
-        let mut query = event::Entity::find()
+    async fn positioned_after(&self, after: Option<i64>) -> Result<Vec<Outgoing>, DbErr> {
+        let mut query = outgoing()
             .filter(event::Column::PublishedAt.is_null())
             .filter(event::Column::DeadAt.is_null())
             .filter(event::Column::Position.is_not_null());
@@ -262,16 +317,17 @@ impl Worker {
         query
             .order_by_asc(event::Column::Position)
             .limit(self.config.batch)
+            .into_model::<Outgoing>()
             .all(&self.db.conn)
             .await
     }
 
     /// Marks delivered events published; counts attempts on rejected ones and buries them at the
     /// limit.
-    async fn record(&self, batch: &[event::Model], deliveries: &[Delivery]) -> AppResult<()> {
+    async fn record(&self, batch: &[Outgoing], deliveries: &[Delivery]) -> AppResult<()> {
         let now = crate::domain::now();
-        let first = batch.first().and_then(|e| e.position);
-        let last = batch.last().and_then(|e| e.position);
+        let first = batch.first().map(|e| e.position);
+        let last = batch.last().map(|e| e.position);
         let contiguous = match (first, last) {
             (Some(a), Some(b)) => b - a + 1 == batch.len() as i64,
             _ => false,
@@ -306,12 +362,12 @@ impl Worker {
             .await?;
         metrics::counter!("stockroom_relay_published_total")
             .increment(outcome.published.len() as u64);
+        let lags = metrics::histogram!("stockroom_relay_commit_to_publish_seconds");
         for e in batch
             .iter()
             .filter(|e| outcome.published.binary_search(&e.seq).is_ok())
         {
-            let lag = (now - e.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            metrics::histogram!("stockroom_relay_commit_to_publish_seconds").record(lag);
+            lags.record((now - e.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
         Ok(())
     }
@@ -354,6 +410,38 @@ impl Worker {
     }
 }
 
+/// Events as the relay reads them from the `event_log` view: the stream entry's fields, the
+/// payload as text.
+fn outgoing() -> sea_orm::Select<event::Entity> {
+    use event::Column;
+    use sea_orm::sea_query::ExprTrait;
+    event::Entity::find()
+        .select_only()
+        .columns([
+            Column::Seq,
+            Column::Id,
+            Column::EventType,
+            Column::AggregateType,
+            Column::AggregateId,
+            Column::StoreId,
+            Column::ProductId,
+        ])
+        .expr_as(Expr::col(Column::Payload).cast_as("text"), "payload")
+        .columns([Column::OccurredAt, Column::Position, Column::Attempts])
+        .expr_as(
+            Expr::col(Column::LastError).is_not_null(),
+            "rejected_before",
+        )
+}
+
+/// The reason the broker gave for the first event it rejected, if any.
+fn rejection(deliveries: &[Delivery]) -> Option<&str> {
+    deliveries.iter().find_map(|d| match d {
+        Delivery::Rejected(reason) => Some(reason.as_str()),
+        Delivery::Published => None,
+    })
+}
+
 /// What a publish round did, to be written down: published events, rejected ones.
 #[derive(Debug, Clone)]
 struct Outcome {
@@ -369,29 +457,35 @@ struct Outcome {
 impl Outcome {
     async fn apply(&self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
         for (seq, attempts, reason, dead) in &self.rejected {
-            event::Entity::update_many()
-                .col_expr(event::Column::Attempts, Expr::value(*attempts))
-                .col_expr(event::Column::LastError, Expr::value(reason.clone()))
-                .col_expr(event::Column::DeadAt, Expr::value(dead.then_some(self.now)))
-                .filter(event::Column::Seq.eq(*seq))
+            event_delivery::Entity::update_many()
+                .col_expr(event_delivery::Column::Attempts, Expr::value(*attempts))
+                .col_expr(
+                    event_delivery::Column::LastError,
+                    Expr::value(reason.clone()),
+                )
+                .col_expr(
+                    event_delivery::Column::DeadAt,
+                    Expr::value(dead.then_some(self.now)),
+                )
+                .filter(event_delivery::Column::Seq.eq(*seq))
                 .exec(conn)
                 .await?;
         }
         if self.rejected.is_empty()
             && let Some((first, last)) = self.positions
         {
-            event::Entity::update_many()
-                .col_expr(event::Column::PublishedAt, Expr::value(self.now))
-                .filter(event::Column::Position.between(first, last))
-                .filter(event::Column::PublishedAt.is_null())
+            event_delivery::Entity::update_many()
+                .col_expr(event_delivery::Column::PublishedAt, Expr::value(self.now))
+                .filter(event_delivery::Column::Position.between(first, last))
+                .filter(event_delivery::Column::PublishedAt.is_null())
                 .exec(conn)
                 .await?;
             return Ok(());
         }
         for chunk in self.published.chunks(2000) {
-            event::Entity::update_many()
-                .col_expr(event::Column::PublishedAt, Expr::value(self.now))
-                .filter(event::Column::Seq.is_in(chunk.iter().copied()))
+            event_delivery::Entity::update_many()
+                .col_expr(event_delivery::Column::PublishedAt, Expr::value(self.now))
+                .filter(event_delivery::Column::Seq.is_in(chunk.iter().copied()))
                 .exec(conn)
                 .await?;
         }
@@ -436,57 +530,59 @@ async fn take_lease(
     }
 }
 
-/// Gives the next positions to unpositioned events, in the order they became visible, and
-/// returns them in position order (one statement). Reads first, so an idle relay writes nothing.
-pub async fn position_next(db: &Db, batch: u64) -> AppResult<Vec<event::Model>> {
-    let waiting = event::Entity::find()
+/// Gives the next positions to unpositioned events, in the order they became visible; returns
+/// the first and last position given (a contiguous run), or `None` when none were waiting.
+/// Reads first, so an idle relay writes nothing.
+async fn position_range(db: &Db, batch: u64) -> AppResult<Option<(i64, i64)>> {
+    let waiting = event_delivery::Entity::find()
         .select_only()
-        .column(event::Column::Seq)
-        .filter(event::Column::Position.is_null())
+        .column(event_delivery::Column::Seq)
+        .filter(event_delivery::Column::Position.is_null())
         .limit(1)
         .into_tuple::<i64>()
         .one(&db.conn)
         .await?;
     if waiting.is_none() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let mut positioned = db
-        .write_quietly(move |txn| {
-            Box::pin(async move { Ok(position_returning(txn, batch).await?) })
-        })
-        .await?;
-    positioned.sort_unstable_by_key(|e| e.position);
-    Ok(positioned)
+    db.write_quietly(move |txn| Box::pin(async move { Ok(assign_positions(txn, batch).await?) }))
+        .await
 }
 
-/// `UPDATE events SET position = top + row_number … RETURNING` for the next `batch`
-/// unpositioned events.
-async fn position_returning(
+/// `UPDATE event_delivery SET position = top + row_number …` for the next `batch` unpositioned
+/// events, after reading `top` in the same transaction: the first and last position given.
+/// No `RETURNING`: the run is contiguous, so its ends follow from `top` and the row count.
+async fn assign_positions(
     conn: &impl ConnectionTrait,
     batch: u64,
-) -> Result<Vec<event::Model>, DbErr> {
+) -> Result<Option<(i64, i64)>, DbErr> {
+    let top = event_delivery::Entity::find()
+        .select_only()
+        .expr(sea_orm::sea_query::Func::max(Expr::col(
+            event_delivery::Column::Position,
+        )))
+        .into_tuple::<Option<i64>>()
+        .one(conn)
+        .await?
+        .flatten()
+        .unwrap_or(0);
     let backend = conn.get_database_backend();
-    let limit = match backend {
-        sea_orm::DatabaseBackend::Postgres => "$1",
-        _ => "?",
+    let (top_param, limit_param) = match backend {
+        sea_orm::DatabaseBackend::Postgres => ("$1", "$2"),
+        _ => ("?", "?"),
     };
     let sql = format!(
-        "UPDATE events SET position = numbered.top + numbered.rn \
-         FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn, \
-                      (SELECT COALESCE(MAX(position), 0) FROM events) AS top \
-               FROM events WHERE position IS NULL ORDER BY seq LIMIT {limit}) AS numbered \
-         WHERE events.seq = numbered.seq \
-         RETURNING events.seq, events.id, events.event_type, events.aggregate_type, \
-                   events.aggregate_id, events.store_id, events.product_id, events.payload, \
-                   events.occurred_at, events.position, events.published_at, events.attempts, \
-                   events.last_error, events.dead_at"
+        "UPDATE event_delivery SET position = {top_param} + numbered.rn \
+         FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn \
+               FROM event_delivery WHERE position IS NULL ORDER BY seq LIMIT {limit_param}) \
+               AS numbered \
+         WHERE event_delivery.seq = numbered.seq"
     );
     let limit = i64::try_from(batch).unwrap_or(i64::MAX);
-    let statement = sea_orm::Statement::from_sql_and_values(backend, sql, [limit.into()]);
-    event::Entity::find()
-        .from_raw_sql(statement)
-        .all(conn)
-        .await
+    let statement =
+        sea_orm::Statement::from_sql_and_values(backend, sql, [top.into(), limit.into()]);
+    let given = i64::try_from(conn.execute_raw(statement).await?.rows_affected()).unwrap_or(0);
+    Ok((given > 0).then_some((top + 1, top + given)))
 }
 
 /// Puts dead events back to pending (all when `ids` is `None`), then has the relay read them
@@ -505,15 +601,20 @@ pub async fn redrive_events(db: &Db, ids: Option<Vec<Uuid>>) -> AppResult<u64> {
 
 /// Puts dead events back to pending (all when `ids` is `None`); returns how many.
 pub async fn redrive(conn: &impl ConnectionTrait, ids: Option<Vec<Uuid>>) -> Result<u64, DbErr> {
-    let mut update = event::Entity::update_many()
+    let mut update = event_delivery::Entity::update_many()
         .col_expr(
-            event::Column::DeadAt,
+            event_delivery::Column::DeadAt,
             Expr::value(Option::<chrono::DateTime<Utc>>::None),
         )
-        .col_expr(event::Column::Attempts, Expr::value(0))
-        .filter(event::Column::DeadAt.is_not_null());
+        .col_expr(event_delivery::Column::Attempts, Expr::value(0))
+        .filter(event_delivery::Column::DeadAt.is_not_null());
     if let Some(ids) = ids {
-        update = update.filter(event::Column::Id.is_in(ids));
+        let seqs = event_row::Entity::find()
+            .select_only()
+            .column(event_row::Column::Seq)
+            .filter(event_row::Column::Id.is_in(ids))
+            .into_query();
+        update = update.filter(event_delivery::Column::Seq.in_subquery(seqs));
     }
     Ok(update.exec(conn).await?.rows_affected)
 }

@@ -340,3 +340,33 @@ pub async fn race_for_one_unit(clients: Vec<Client>, product: &str, store: &str)
     }
     (granted, refused)
 }
+
+/// An event's delivery state as the migration tests read it: position, published, attempts,
+/// last error, dead.
+pub type DeliveryState = (Option<i64>, bool, i32, Option<String>, bool);
+
+/// The columns `delivery_states` expects, in order, for a table or view with delivery state.
+pub const DELIVERY_COLUMNS: &str =
+    "SELECT position, published_at IS NOT NULL, attempts, last_error, dead_at IS NOT NULL";
+
+/// Runs `sql` (selecting `DELIVERY_COLUMNS`) and returns each row's state, in row order.
+pub async fn delivery_states(db: &impl sea_orm::ConnectionTrait, sql: &str) -> Vec<DeliveryState> {
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .expect("read delivery state");
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get_by_index(0).expect("position"),
+                r.try_get_by_index(1).expect("published"),
+                r.try_get_by_index(2).expect("attempts"),
+                r.try_get_by_index(3).expect("last_error"),
+                r.try_get_by_index(4).expect("dead"),
+            )
+        })
+        .collect()
+}
