@@ -252,3 +252,174 @@ async fn a_page_of_levels_with_products_and_stores_is_batched() {
         assert_eq!(edge["node"]["store"]["id"], format!("st-{}", i % 4));
     }
 }
+
+/// Selections a page node must answer as the level's own query does: every field, aliases and
+/// fragments (these two resolve plainly), directives, a key selected twice, a product field
+/// that needs I/O (these take async-graphql's resolvers). (variables, selection, fragments)
+const NODE_SHAPES: &[(&str, &str, &str)] = &[
+    (
+        "",
+        "__typename productId storeId quantity reserved available reorderPoint lowStock version \
+         updatedAt product { __typename id sku name description category price createdAt \
+         updatedAt } store { __typename id name createdAt }",
+        "",
+    ),
+    (
+        "",
+        "a: quantity ...Counts ... on StockLevel { reserved p: product { ...Names } } \
+         ... { store { ... on Store { name } } }",
+        "fragment Counts on StockLevel { available lowStock } \
+         fragment Names on Product { sku n: name }",
+    ),
+    (
+        "$yes: Boolean!",
+        "quantity @include(if: $yes) reserved @skip(if: $yes) version product @include(if: false) { sku }",
+        "",
+    ),
+    (
+        "",
+        "quantity quantity product { sku } product { name } store { id }",
+        "",
+    ),
+    (
+        "",
+        "quantity product { sku totalAvailable stockLevels { storeId quantity } }",
+        "",
+    ),
+];
+
+#[tokio::test]
+async fn a_page_node_answers_like_the_level_query() {
+    let server = Server::start();
+    let admin = server.admin();
+    create_store(&admin, "north").await;
+    create_store(&admin, "south").await;
+    for i in 0..6 {
+        let p = create_product(&admin, &format!("SHAPE-{i}")).await;
+        init_stock(&admin, &p, "north", i * 3, 4).await;
+        if i % 2 == 0 {
+            init_stock(&admin, &p, "south", 10 + i, 0).await;
+        }
+    }
+    let keys = admin
+        .data(
+            "{ stockLevels(first: 100) { edges { node { productId storeId } } } }",
+            json!({}),
+        )
+        .await;
+    let keys = keys["stockLevels"]["edges"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 9);
+    for (params, selection, fragments) in NODE_SHAPES {
+        let (page_params, one_params) = if params.is_empty() {
+            (String::new(), "($p: UUID!, $s: ID!)".to_owned())
+        } else {
+            (
+                format!("({params})"),
+                format!("($p: UUID!, $s: ID!, {params})"),
+            )
+        };
+        let page = admin
+            .request_text(
+                &format!(
+                    "query{page_params} {{ stockLevels(first: 100) {{ edges {{ node {{ {selection} }} }} }} }} {fragments}"
+                ),
+                json!({ "yes": true }),
+            )
+            .await;
+        let mut nodes = Vec::new();
+        for key in &keys {
+            let one = admin
+                .request_text(
+                    &format!(
+                        "query{one_params} {{ stockLevel(productId: $p, storeId: $s) {{ {selection} }} }} {fragments}"
+                    ),
+                    json!({ "p": key["node"]["productId"], "s": key["node"]["storeId"], "yes": true }),
+                )
+                .await;
+            let node = one
+                .strip_prefix(r#"{"data":{"stockLevel":"#)
+                .and_then(|rest| rest.strip_suffix("}}"))
+                .unwrap_or_else(|| panic!("unexpected response for {selection}: {one}"));
+            nodes.push(format!(r#"{{"node":{node}}}"#));
+        }
+        let expected = format!(
+            r#"{{"data":{{"stockLevels":{{"edges":[{}]}}}}}}"#,
+            nodes.join(",")
+        );
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        assert_eq!(parse(&page), parse(&expected), "selection: {selection}");
+        // Keys come in selection order (the level query's resolvers may put `store` first
+        // when its loader answers first).
+        if selection.contains("updatedAt product") {
+            for node in page.split(r#"{"node":"#).skip(1) {
+                let product = node.find(r#""product":"#).unwrap_or(0);
+                assert!(
+                    product < node.find(r#""store":"#).unwrap(),
+                    "{selection}: {node}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_page_answers_like_the_generic_connection() {
+    let server = Server::start();
+    let admin = server.admin();
+    create_store(&admin, "east").await;
+    for i in 0..7 {
+        let p = create_product(&admin, &format!("PAGE-{i}")).await;
+        init_stock(&admin, &p, "east", i, 3).await;
+    }
+    // The same selection twice: once as it is, once with a response key selected twice, which
+    // the plain pass hands to async-graphql's connection resolvers.
+    let page = |field: &str, args: &str, twice: bool| {
+        let typename = if twice {
+            "t: __typename t: __typename"
+        } else {
+            "t: __typename"
+        };
+        format!(
+            "{{ {field}({args}) {{ {typename} pageInfo {{ hasPreviousPage hasNextPage startCursor \
+             endCursor }} edges {{ cursor node {{ quantity lowStock store {{ id }} }} }} \
+             nodes {{ productId }} }} }}"
+        )
+    };
+    let first = admin
+        .data(&page("stockLevels", "first: 3", false), json!({}))
+        .await;
+    let end = first["stockLevels"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shapes = [
+        ("stockLevels", "first: 3".to_owned()),
+        ("stockLevels", format!("first: 3, after: \"{end}\"")),
+        ("lowStock", "first: 100".to_owned()),
+        (
+            "stockLevels",
+            "first: 100, filter: {storeId: \"nowhere\"}".to_owned(),
+        ),
+    ];
+    for (field, args) in shapes {
+        let plain = admin
+            .request_text(&page(field, &args, false), json!({}))
+            .await;
+        let generic = admin
+            .request_text(&page(field, &args, true), json!({}))
+            .await;
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        assert_eq!(parse(&plain), parse(&generic), "{field}({args})");
+        assert!(parse(&plain).get("errors").is_none(), "{plain}");
+        let order: Vec<usize> = [r#""t":"#, r#""pageInfo":"#, r#""edges":"#, r#""nodes":"#]
+            .iter()
+            .map(|key| plain.find(key).unwrap())
+            .collect();
+        assert!(order.is_sorted(), "keys out of selection order: {plain}");
+    }
+    let low = admin
+        .data(&page("lowStock", "first: 100", false), json!({}))
+        .await;
+    assert_eq!(low["lowStock"]["edges"].as_array().unwrap().len(), 4);
+    assert_eq!(first["stockLevels"]["pageInfo"]["hasNextPage"], true);
+}

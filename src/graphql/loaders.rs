@@ -71,45 +71,60 @@ pub fn attach_request_loaders(request: async_graphql::Request, db: &Db) -> async
         ))
 }
 
+/// The products and stores of a page of stock levels, as loaded with it.
+#[derive(Default)]
+pub struct PageRefs {
+    /// Products by id (empty when the selection does not ask for `product`).
+    pub products: HashMap<Uuid, product::Model>,
+    /// Stores by id (empty when the selection does not ask for `store`).
+    pub stores: HashMap<String, store::Model>,
+}
+
 /// Loads, in one query each, the products and stores a page of stock levels will ask for
 /// (when the selection asks for them), so a page costs a fixed number of statements however
-/// the resolvers are scheduled.
+/// the resolvers are scheduled. The loaders are primed with them, and they are returned for the
+/// page's plain resolution.
 pub async fn prime_for_levels(
     ctx: &async_graphql::Context<'_>,
     node: async_graphql::Lookahead<'_>,
     levels: &[stock_level::Model],
-) -> async_graphql::Result<()> {
+) -> async_graphql::Result<PageRefs> {
+    let mut refs = PageRefs::default();
     if node.field("product").exists() {
         let ids: Vec<Uuid> = unique(levels.iter().map(|l| l.product_id));
-        prime_products(ctx, node.field("product"), &ids).await?;
+        let rows = prime_products(ctx, node.field("product"), &ids).await?;
+        refs.products = rows.into_iter().map(|p| (p.id, p)).collect();
     }
     if node.field("store").exists() {
         let ids: Vec<String> = unique(levels.iter().map(|l| l.store_id.clone()));
         let rows = stores::find_many(&db(ctx).conn, &ids).await?;
         if let Some(loader) = ctx.data_opt::<Cached<StoreLoader>>() {
             loader
-                .feed_many(rows.into_iter().map(|s| (s.id.clone(), s)))
+                .feed_many(rows.iter().map(|s| (s.id.clone(), s.clone())))
                 .await;
         }
+        refs.stores = rows.into_iter().map(|s| (s.id.clone(), s)).collect();
     }
-    Ok(())
+    Ok(refs)
 }
 
 /// Loads the given products (and their stock levels, when `product` selects them) in one query
-/// each.
+/// each; returns the products.
 pub async fn prime_products(
     ctx: &async_graphql::Context<'_>,
     product: async_graphql::Lookahead<'_>,
     ids: &[Uuid],
-) -> async_graphql::Result<()> {
+) -> async_graphql::Result<Vec<product::Model>> {
     let rows = products::find_many(&db(ctx).conn, ids).await?;
     if let Some(loader) = ctx.data_opt::<Cached<ProductLoader>>() {
-        loader.feed_many(rows.into_iter().map(|p| (p.id, p))).await;
+        loader
+            .feed_many(rows.iter().map(|p| (p.id, p.clone())))
+            .await;
     }
     if product.field("stockLevels").exists() || product.field("totalAvailable").exists() {
         prime_levels_of(ctx, ids).await?;
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// Loads the stock levels of the given products in one query.

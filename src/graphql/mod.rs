@@ -5,6 +5,7 @@ pub mod auth;
 pub mod events;
 pub mod gateway;
 pub mod loaders;
+pub mod plain;
 pub mod products;
 pub mod reservations;
 pub mod stock;

@@ -1,7 +1,7 @@
 //! Products over GraphQL: the `Product` type, its queries and admin mutations.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, InputObject, Object, Result};
+use async_graphql::{Context, InputObject, Object, Result, Value};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -61,6 +61,23 @@ impl Product {
         let total: i64 = levels.iter().map(|l| i64::from(l.available())).sum();
         Ok(total.clamp(0, i64::from(i32::MAX)) as i32)
     }
+}
+
+/// The product's fields that need no I/O, for plain resolution (see [`super::plain`]): keep
+/// them in step with the resolvers above; a field missing here only takes the slower path.
+pub(crate) fn plain_field(product: &product::Model, ctx: &Context<'_>) -> Option<Value> {
+    use super::plain::{text, time};
+    Some(match ctx.item.node.name.node.as_str() {
+        "id" => Value::String(product.id.to_string()),
+        "sku" => Value::String(product.sku.clone()),
+        "name" => Value::String(product.name.clone()),
+        "description" => text(product.description.as_deref()),
+        "category" => text(product.category.as_deref()),
+        "price" => text(product.price.as_deref()),
+        "createdAt" => time(&product.created_at),
+        "updatedAt" => time(&product.updated_at),
+        _ => return None,
+    })
 }
 
 /// Filters for `products`.

@@ -1,7 +1,15 @@
 //! Stock levels over GraphQL: the `StockLevel` type, its queries and the stock mutations.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use async_graphql::connection::Connection;
-use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::parser::types::Field;
+use async_graphql::registry::Registry;
+use async_graphql::{
+    Context, ContextSelectionSet, ID, InputObject, Object, OutputType, Positioned, Result,
+    ServerResult, SimpleObject, Value,
+};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -70,6 +78,144 @@ impl StockLevel {
     /// When the level last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+}
+
+/// A stock level on a page of `stockLevels` or `lowStock`, with the product and store loaded
+/// with the page. Its selection resolves plainly (see [`super::plain`]) when it can, else
+/// through [`StockLevel`]'s resolvers: the same type, the same response.
+pub struct PageLevel {
+    level: StockLevel,
+    refs: Arc<loaders::PageRefs>,
+}
+
+impl PageLevel {
+    /// The node as the value of the field `ctx` (`node`, or an item of `nodes`).
+    fn plain_nested(&self, ctx: &Context<'_>) -> Option<Value> {
+        super::plain::nested(ctx, &Self::type_name(), &|f| self.plain_field(f))
+    }
+
+    fn plain_field(&self, ctx: &Context<'_>) -> Option<Value> {
+        use super::plain::{int, nested, time};
+        let level = &self.level.0;
+        Some(match ctx.item.node.name.node.as_str() {
+            "productId" => Value::String(level.product_id.to_string()),
+            "storeId" => Value::String(level.store_id.clone()),
+            "quantity" => int(level.quantity),
+            "reserved" => int(level.reserved),
+            "available" => int(level.available()),
+            "reorderPoint" => int(level.reorder_point),
+            "lowStock" => Value::Boolean(level.is_low()),
+            "version" => int(level.version),
+            "updatedAt" => time(&level.updated_at),
+            "product" => {
+                let product = self.refs.products.get(&level.product_id)?;
+                nested(ctx, "Product", &|f| {
+                    super::products::plain_field(product, f)
+                })?
+            }
+            "store" => {
+                let store = self.refs.stores.get(&level.store_id)?;
+                nested(ctx, "Store", &|f| super::stores::plain_field(store, f))?
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl OutputType for PageLevel {
+    fn type_name() -> Cow<'static, str> {
+        StockLevel::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        StockLevel::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let type_name = Self::type_name();
+        match super::plain::resolve(ctx, &type_name, &|f| self.plain_field(f)) {
+            Some(value) => Ok(value),
+            None => OutputType::resolve(&self.level, ctx, field).await,
+        }
+    }
+}
+
+/// A page of `stockLevels` or `lowStock` (`StockLevelConnection`). The whole page resolves
+/// plainly (see [`super::plain`]) when it can, else as async-graphql's connection, whose nodes
+/// still try the plain pass one by one.
+pub struct LevelPage(Connection<String, PageLevel>);
+
+impl LevelPage {
+    fn plain_field(&self, ctx: &Context<'_>) -> Option<Value> {
+        let page = &self.0;
+        Some(match ctx.item.node.name.node.as_str() {
+            "edges" => Value::List(
+                page.edges
+                    .iter()
+                    .map(|edge| {
+                        super::plain::nested(ctx, &EdgeOf::type_name(), &|f| match f
+                            .item
+                            .node
+                            .name
+                            .node
+                            .as_str()
+                        {
+                            "cursor" => Some(Value::String(edge.cursor.clone())),
+                            "node" => edge.node.plain_nested(f),
+                            _ => None,
+                        })
+                    })
+                    .collect::<Option<_>>()?,
+            ),
+            "nodes" => Value::List(
+                page.edges
+                    .iter()
+                    .map(|edge| edge.node.plain_nested(ctx))
+                    .collect::<Option<_>>()?,
+            ),
+            "pageInfo" => super::plain::nested(ctx, "PageInfo", &|f| {
+                Some(match f.item.node.name.node.as_str() {
+                    "hasPreviousPage" => Value::Boolean(page.has_previous_page),
+                    "hasNextPage" => Value::Boolean(page.has_next_page),
+                    "startCursor" => {
+                        super::plain::text(page.edges.first().map(|e| e.cursor.as_str()))
+                    }
+                    "endCursor" => super::plain::text(page.edges.last().map(|e| e.cursor.as_str())),
+                    _ => return None,
+                })
+            })?,
+            _ => return None,
+        })
+    }
+}
+
+type EdgeOf =
+    async_graphql::connection::Edge<String, PageLevel, async_graphql::connection::EmptyFields>;
+
+impl OutputType for LevelPage {
+    fn type_name() -> Cow<'static, str> {
+        Connection::<String, PageLevel>::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        Connection::<String, PageLevel>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let type_name = Self::type_name();
+        match super::plain::resolve(ctx, &type_name, &|f| self.plain_field(f)) {
+            Some(value) => Ok(value),
+            None => OutputType::resolve(&self.0, ctx, field).await,
+        }
     }
 }
 
@@ -211,7 +357,7 @@ impl StockQuery {
         filter: Option<StockLevelFilter>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Connection<String, StockLevel>> {
+    ) -> Result<LevelPage> {
         let filter = filter.unwrap_or_default();
         let query = LevelQuery {
             store_id: filter.store_id.map(|s| s.0),
@@ -228,7 +374,7 @@ impl StockQuery {
         store_id: Option<ID>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Connection<String, StockLevel>> {
+    ) -> Result<LevelPage> {
         let query = LevelQuery {
             store_id: store_id.map(|s| s.0),
             product_id: None,
@@ -268,7 +414,7 @@ async fn levels_page(
     query: LevelQuery,
     first: Option<i32>,
     after: Option<String>,
-) -> Result<Connection<String, StockLevel>> {
+) -> Result<LevelPage> {
     let page = paging::request(
         first,
         super::page_limit(ctx),
@@ -278,13 +424,16 @@ async fn levels_page(
     )?;
     let rows = stock::list(&state(ctx).db.conn, &query, &page).await?;
     let node = ctx.look_ahead().field("edges").field("node");
-    loaders::prime_for_levels(ctx, node, &rows.items).await?;
-    Ok(connection(
+    let refs = Arc::new(loaders::prime_for_levels(ctx, node, &rows.items).await?);
+    Ok(LevelPage(connection(
         rows,
         page.after.is_some(),
         |l| paging::encode("stock", &l.id.to_string()),
-        StockLevel,
-    ))
+        |l| PageLevel {
+            level: StockLevel(l),
+            refs: refs.clone(),
+        },
+    )))
 }
 
 /// Stock mutations (write).

@@ -1,6 +1,6 @@
 //! Stores over GraphQL.
 
-use async_graphql::{Context, ID, InputObject, Object, Result};
+use async_graphql::{Context, ID, InputObject, Object, Result, Value};
 use chrono::{DateTime, Utc};
 
 use super::auth::{Role, RoleGuard};
@@ -26,6 +26,17 @@ impl Store {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+}
+
+/// The store's fields, for plain resolution (see [`super::plain`]): keep them in step with
+/// the resolvers above; a field missing here only takes the slower path.
+pub(crate) fn plain_field(store: &store::Model, ctx: &Context<'_>) -> Option<Value> {
+    Some(match ctx.item.node.name.node.as_str() {
+        "id" => Value::String(store.id.clone()),
+        "name" => Value::String(store.name.clone()),
+        "createdAt" => super::plain::time(&store.created_at),
+        _ => return None,
+    })
 }
 
 /// Fields of a new store.

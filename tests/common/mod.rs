@@ -174,6 +174,12 @@ pub struct Client {
 impl Client {
     /// Posts a GraphQL request; returns the whole response body.
     pub async fn request(&self, query: &str, variables: Value) -> Value {
+        let body = self.request_text(query, variables).await;
+        serde_json::from_str(&body).expect("JSON response")
+    }
+
+    /// Posts a GraphQL request; returns the response body as sent (key order included).
+    pub async fn request_text(&self, query: &str, variables: Value) -> String {
         let mut request = self
             .http
             .post(format!("{}/graphql", self.url))
@@ -187,7 +193,7 @@ impl Client {
             "server error {}",
             response.status()
         );
-        response.json().await.expect("JSON response")
+        response.text().await.expect("response body")
     }
 
     /// `data` of a request that must succeed.
