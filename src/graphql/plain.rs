@@ -6,8 +6,10 @@
 //! key selected twice) is handed to it unchanged, so the response is the same either way.
 
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{Selection, SelectionSet};
-use async_graphql::{Context, ContextSelectionSet, Name, Value};
+use async_graphql::parser::types::{Field, Selection, SelectionSet};
+use async_graphql::{
+    Context, ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value,
+};
 
 /// Resolves the selection of `ctx` on an object of GraphQL type `type_name`, taking each
 /// selected field's value from `field`. `None` when some selection needs the general resolver
@@ -20,6 +22,20 @@ pub fn resolve(
     let mut object = IndexMap::new();
     collect(ctx, &ctx.item.node, type_name, field, &mut object)?;
     (!object.is_empty()).then_some(Value::Object(object))
+}
+
+/// Resolves the selection of `ctx` plainly with `field` when it can, else through `object`'s
+/// own resolvers (`object` is the type the plain pass stands in for: same name, same answer).
+pub async fn or_resolve<T: OutputType>(
+    ctx: &ContextSelectionSet<'_>,
+    selected: &Positioned<Field>,
+    field: &(dyn Fn(&Context<'_>) -> Option<Value> + Sync),
+    object: &T,
+) -> ServerResult<Value> {
+    match resolve(ctx, &T::type_name(), field) {
+        Some(value) => Ok(value),
+        None => object.resolve(ctx, selected).await,
+    }
 }
 
 fn collect<'a>(

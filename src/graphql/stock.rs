@@ -137,11 +137,7 @@ impl OutputType for PageLevel {
         ctx: &ContextSelectionSet<'_>,
         field: &Positioned<Field>,
     ) -> ServerResult<Value> {
-        let type_name = Self::type_name();
-        match super::plain::resolve(ctx, &type_name, &|f| self.plain_field(f)) {
-            Some(value) => Ok(value),
-            None => OutputType::resolve(&self.level, ctx, field).await,
-        }
+        super::plain::or_resolve(ctx, field, &|f| self.plain_field(f), &self.level).await
     }
 }
 
@@ -211,11 +207,7 @@ impl OutputType for LevelPage {
         ctx: &ContextSelectionSet<'_>,
         field: &Positioned<Field>,
     ) -> ServerResult<Value> {
-        let type_name = Self::type_name();
-        match super::plain::resolve(ctx, &type_name, &|f| self.plain_field(f)) {
-            Some(value) => Ok(value),
-            None => OutputType::resolve(&self.0, ctx, field).await,
-        }
+        super::plain::or_resolve(ctx, field, &|f| self.plain_field(f), &self.0).await
     }
 }
 
