@@ -1,9 +1,10 @@
-//! Plain resolution of hot object types: a node of a stock-level page resolves its scalar
-//! fields, and the product and store loaded with the page, in one synchronous pass, instead of
-//! one boxed future, one context and one map insert per field through async-graphql's container
-//! resolver. That resolver stays the reference: any selection this pass does not handle
-//! (a field that needs I/O or arguments, a directive, a fragment on another type, a response
-//! key selected twice) is handed to it unchanged, so the response is the same either way.
+//! Plain resolution of hot object types: a page of stock levels (its edges, cursors, page info,
+//! and each node's scalars with the product and store loaded with the page) resolves in one
+//! synchronous pass, instead of one boxed future, one context and one map insert per field
+//! through async-graphql's container resolver. That resolver stays the reference: any
+//! selection this pass does not handle (a field that needs I/O or arguments, a directive, a
+//! fragment on another type, a response key selected twice) is handed to it unchanged, so the
+//! response is the same either way.
 
 use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
@@ -108,6 +109,11 @@ pub fn nested(
 ) -> Option<Value> {
     let selection = ctx.with_selection_set(&ctx.item.node.selection_set);
     resolve(&selection, type_name, field)
+}
+
+/// The name (not the alias) of the field `ctx` resolves.
+pub fn name<'a>(ctx: &'a Context<'_>) -> &'a str {
+    ctx.item.node.name.node.as_str()
 }
 
 /// A GraphQL `Int`.

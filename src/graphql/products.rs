@@ -67,7 +67,7 @@ impl Product {
 /// them in step with the resolvers above; a field missing here only takes the slower path.
 pub(crate) fn plain_field(product: &product::Model, ctx: &Context<'_>) -> Option<Value> {
     use super::plain::{text, time};
-    Some(match ctx.item.node.name.node.as_str() {
+    Some(match super::plain::name(ctx) {
         "id" => Value::String(product.id.to_string()),
         "sku" => Value::String(product.sku.clone()),
         "name" => Value::String(product.name.clone()),

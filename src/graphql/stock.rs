@@ -98,7 +98,7 @@ impl PageLevel {
     fn plain_field(&self, ctx: &Context<'_>) -> Option<Value> {
         use super::plain::{int, nested, time};
         let level = &self.level.0;
-        Some(match ctx.item.node.name.node.as_str() {
+        Some(match super::plain::name(ctx) {
             "productId" => Value::String(level.product_id.to_string()),
             "storeId" => Value::String(level.store_id.clone()),
             "quantity" => int(level.quantity),
@@ -149,23 +149,17 @@ pub struct LevelPage(Connection<String, PageLevel>);
 impl LevelPage {
     fn plain_field(&self, ctx: &Context<'_>) -> Option<Value> {
         let page = &self.0;
-        Some(match ctx.item.node.name.node.as_str() {
+        let edge_type = EdgeOf::type_name();
+        let edge_field = |edge: &EdgeOf, f: &Context<'_>| match super::plain::name(f) {
+            "cursor" => Some(Value::String(edge.cursor.clone())),
+            "node" => edge.node.plain_nested(f),
+            _ => None,
+        };
+        Some(match super::plain::name(ctx) {
             "edges" => Value::List(
                 page.edges
                     .iter()
-                    .map(|edge| {
-                        super::plain::nested(ctx, &EdgeOf::type_name(), &|f| match f
-                            .item
-                            .node
-                            .name
-                            .node
-                            .as_str()
-                        {
-                            "cursor" => Some(Value::String(edge.cursor.clone())),
-                            "node" => edge.node.plain_nested(f),
-                            _ => None,
-                        })
-                    })
+                    .map(|edge| super::plain::nested(ctx, &edge_type, &|f| edge_field(edge, f)))
                     .collect::<Option<_>>()?,
             ),
             "nodes" => Value::List(
@@ -175,7 +169,7 @@ impl LevelPage {
                     .collect::<Option<_>>()?,
             ),
             "pageInfo" => super::plain::nested(ctx, "PageInfo", &|f| {
-                Some(match f.item.node.name.node.as_str() {
+                Some(match super::plain::name(f) {
                     "hasPreviousPage" => Value::Boolean(page.has_previous_page),
                     "hasNextPage" => Value::Boolean(page.has_next_page),
                     "startCursor" => {

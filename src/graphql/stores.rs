@@ -31,7 +31,7 @@ impl Store {
 /// The store's fields, for plain resolution (see [`super::plain`]): keep them in step with
 /// the resolvers above; a field missing here only takes the slower path.
 pub(crate) fn plain_field(store: &store::Model, ctx: &Context<'_>) -> Option<Value> {
-    Some(match ctx.item.node.name.node.as_str() {
+    Some(match super::plain::name(ctx) {
         "id" => Value::String(store.id.clone()),
         "name" => Value::String(store.name.clone()),
         "createdAt" => super::plain::time(&store.created_at),
