@@ -96,3 +96,48 @@ async fn migration_5_rolls_back_to_the_wide_events_table_with_its_state() {
         ]
     );
 }
+
+/// Events whose sequence numbers run ahead of their positions (as in a database whose log
+/// started elsewhere): one positioned and published at 7, two waiting.
+const OFFSET_EVENTS: &str = "INSERT INTO events \
+    (seq, id, event_type, aggregate_type, aggregate_id, store_id, product_id, payload, \
+     occurred_at) VALUES \
+    (40, X'0190a0a0000070008000000000000040', 'stock.created', 'stock_level', 'l1', 'a', NULL, \
+     '{\"note\":\"first\"}', '2026-11-01T10:00:00+00:00'), \
+    (41, X'0190a0a0000070008000000000000041', 'stock.updated', 'stock_level', 'l1', 'a', NULL, \
+     '{\"note\":\"second\"}', '2026-11-01T10:00:01+00:00'), \
+    (42, X'0190a0a0000070008000000000000042', 'stock.updated', 'stock_level', 'l1', 'a', NULL, \
+     '{\"note\":\"third\"}', '2026-11-01T10:00:02+00:00'); \
+    UPDATE event_delivery SET position = 7, published_at = '2026-11-01T10:00:01+00:00' \
+    WHERE seq = 40";
+
+#[tokio::test]
+async fn new_positions_follow_the_highest_one_whatever_the_sequence_numbers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("offset.db");
+    let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .expect("connect");
+    Migrator::up(&db, None).await.expect("migrate");
+    db.execute_unprepared(OFFSET_EVENTS).await.expect("events");
+    db.close().await.expect("close");
+
+    let server = Server::start_with(Options {
+        database: Some(path),
+        ..Options::default()
+    });
+    let admin = server.admin();
+    seed(&admin, "a", "OFFSET", 1).await;
+    let log = events(&admin, 4).await;
+    let notes: Vec<_> = log.iter().map(|e| e["payload"]["note"].clone()).collect();
+    assert_eq!(
+        notes[..3],
+        [json!("first"), json!("second"), json!("third")]
+    );
+    let cursors: Vec<_> = log.iter().map(|e| e["cursor"].clone()).collect();
+    assert_eq!(
+        cursors,
+        [json!("7-0"), json!("8-0"), json!("9-0"), json!("10-0")],
+        "positions continue after the highest one, in sequence order, without gaps"
+    );
+}
