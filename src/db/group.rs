@@ -1,5 +1,6 @@
 //! Group commit: concurrent writes share one transaction. Each write runs in its own savepoint,
 //! so it keeps its own outcome (a refused write rolls back alone), and the group commits once.
+//! A write alone in its group needs no savepoint: the transaction is its own.
 //! One writer task owns the group, so on SQLite writers never queue on the database lock.
 
 use std::sync::Arc;
@@ -14,10 +15,17 @@ use crate::error::{AppError, AppResult};
 /// What a job hands back after running: told whether the group committed, it answers its caller.
 type Completion = Box<dyn FnOnce(Result<(), &DbErr>) + Send>;
 
+/// A write that ran in its group: how to answer its caller, and whether it failed.
+struct Ran {
+    complete: Completion,
+    failed: bool,
+}
+
 /// A write waiting for its group.
 trait Job: Send {
-    /// Runs the write in a savepoint of `txn`.
-    fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction) -> BoxFuture<'c, Completion>;
+    /// Runs the write in `txn`: in a savepoint of its own when it shares the group, directly when
+    /// it is `alone` (then its failure rolls the whole transaction back instead).
+    fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction, alone: bool) -> BoxFuture<'c, Ran>;
     /// Answers the caller without running: the group could not start.
     fn abandon(self: Box<Self>, error: &DbErr);
     /// Whether committing this write should wake the relay (it appended events).
@@ -36,10 +44,15 @@ where
     T: Send + 'static,
     F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Send + 'static,
 {
-    fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction) -> BoxFuture<'c, Completion> {
+    fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction, alone: bool) -> BoxFuture<'c, Ran> {
         Box::pin(async move {
             let Pending { work, reply, .. } = *self;
-            let outcome = in_savepoint(txn, work).await;
+            let outcome = if alone {
+                work(txn).await
+            } else {
+                in_savepoint(txn, work).await
+            };
+            let failed = outcome.is_err();
             let complete: Completion = Box::new(move |committed| {
                 let answer = match committed {
                     Ok(()) => outcome,
@@ -47,7 +60,7 @@ where
                 };
                 let _ = reply.send(answer);
             });
-            complete
+            Ran { complete, failed }
         })
     }
 
@@ -113,7 +126,9 @@ impl GroupCommitter {
 }
 
 /// The writer task: takes every waiting write (up to `max_group`), runs them in one
-/// transaction, commits, answers each, wakes the relay.
+/// transaction, commits, answers each, wakes the relay. A write alone in its group skips the
+/// savepoint (two round trips to SQLite's worker thread less, which is most writes at low load);
+/// if it fails, the transaction rolls back and its caller gets its own error.
 async fn write_groups(
     conn: DatabaseConnection,
     mut queue: mpsc::Receiver<Box<dyn Job>>,
@@ -132,9 +147,22 @@ async fn write_groups(
                 continue;
             }
         };
+        let alone = group.len() == 1;
         let mut completions = Vec::with_capacity(group.len());
+        let mut failed_alone = false;
         for job in group.drain(..) {
-            completions.push(job.run(&txn).await);
+            let ran = job.run(&txn, alone).await;
+            failed_alone |= alone && ran.failed;
+            completions.push(ran.complete);
+        }
+        if failed_alone {
+            if let Err(error) = txn.rollback().await {
+                tracing::error!(%error, "could not roll back a failed write");
+            }
+            completions
+                .into_iter()
+                .for_each(|complete| complete(Ok(())));
+            continue;
         }
         let outcome = txn.commit().await;
         if let Err(error) = &outcome {
