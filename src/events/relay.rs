@@ -571,11 +571,13 @@ async fn assign_positions(
     conn: &impl ConnectionTrait,
     batch: u64,
 ) -> Result<Option<(i64, i64)>, DbErr> {
-    let top = top_position(conn).await?.unwrap_or(0);
     let limit = i64::try_from(batch).unwrap_or(i64::MAX);
     match conn.get_database_backend() {
-        sea_orm::DatabaseBackend::Sqlite => position_by_seq(conn, top, limit).await,
-        backend => position_by_row_number(conn, backend, top, limit).await,
+        sea_orm::DatabaseBackend::Sqlite => position_by_seq(conn, limit).await,
+        backend => {
+            let top = top_position(conn).await?.unwrap_or(0);
+            position_by_row_number(conn, backend, top, limit).await
+        }
     }
 }
 
@@ -592,6 +594,11 @@ async fn top_position(conn: &impl ConnectionTrait) -> Result<Option<i64>, DbErr>
     Ok(top.flatten())
 }
 
+/// The highest position given so far and the first unpositioned sequence number, in one
+/// statement (SQLite).
+const TOP_AND_FIRST: &str = "SELECT (SELECT MAX(position) FROM event_delivery) AS top, \
+     (SELECT seq FROM event_delivery WHERE position IS NULL ORDER BY seq LIMIT 1) AS first";
+
 /// SQLite: `position = seq + offset` for the next `limit` sequence numbers from the first
 /// unpositioned one. SQLite commits one writer at a time, so sequence order is commit order
 /// and every event below the first unpositioned one already has its position; the offset keeps
@@ -599,22 +606,18 @@ async fn top_position(conn: &impl ConnectionTrait) -> Result<Option<i64>, DbErr>
 /// window function, no join (a quarter of the `ROW_NUMBER` form's cost per batch).
 async fn position_by_seq(
     conn: &impl ConnectionTrait,
-    top: i64,
     limit: i64,
 ) -> Result<Option<(i64, i64)>, DbErr> {
-    let first = event_delivery::Entity::find()
-        .select_only()
-        .column(event_delivery::Column::Seq)
-        .filter(event_delivery::Column::Position.is_null())
-        .order_by_asc(event_delivery::Column::Seq)
-        .limit(1)
-        .into_tuple::<i64>()
-        .one(conn)
-        .await?;
-    let Some(first) = first else {
+    use sea_orm::sea_query::ExprTrait;
+    let statement =
+        sea_orm::Statement::from_string(sea_orm::DatabaseBackend::Sqlite, TOP_AND_FIRST);
+    let Some(row) = conn.query_one_raw(statement).await? else {
         return Ok(None);
     };
-    use sea_orm::sea_query::ExprTrait;
+    let top = row.try_get::<Option<i64>>("", "top")?.unwrap_or(0);
+    let Some(first) = row.try_get::<Option<i64>>("", "first")? else {
+        return Ok(None);
+    };
     let offset = top + 1 - first;
     let given = event_delivery::Entity::update_many()
         .col_expr(
