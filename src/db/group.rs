@@ -126,9 +126,9 @@ impl GroupCommitter {
 }
 
 /// The writer task: takes every waiting write (up to `max_group`), runs them in one
-/// transaction, commits, answers each, wakes the relay. A write alone in its group skips the
-/// savepoint (two round trips to SQLite's worker thread less, which is most writes at low load);
-/// if it fails, the transaction rolls back and its caller gets its own error.
+/// transaction, commits, answers each, wakes the relay. A write alone in its group (most writes
+/// at low load) skips the savepoint, two fewer round trips to SQLite's worker thread; if it
+/// fails, the transaction rolls back and its caller gets its own error.
 async fn write_groups(
     conn: DatabaseConnection,
     mut queue: mpsc::Receiver<Box<dyn Job>>,
