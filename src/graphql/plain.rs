@@ -7,6 +7,7 @@
 //! response is the same either way.
 
 use async_graphql::indexmap::IndexMap;
+use async_graphql::indexmap::map::Entry as IndexMapEntry;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
 use async_graphql::{
     Context, ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value,
@@ -20,7 +21,7 @@ pub fn resolve(
     type_name: &str,
     field: &dyn Fn(&Context<'_>) -> Option<Value>,
 ) -> Option<Value> {
-    let mut object = IndexMap::new();
+    let mut object = IndexMap::with_capacity(ctx.item.node.items.len());
     collect(ctx, &ctx.item.node, type_name, field, &mut object)?;
     (!object.is_empty()).then_some(Value::Object(object))
 }
@@ -52,16 +53,19 @@ fn collect<'a>(
         }
         match &selection.node {
             Selection::Field(selected) => {
-                let key = selected.node.response_key().node.clone();
-                if object.contains_key(&key) || !selected.node.arguments.is_empty() {
+                if !selected.node.arguments.is_empty() {
                     return None;
                 }
+                let key = selected.node.response_key().node.clone();
+                let IndexMapEntry::Vacant(slot) = object.entry(key) else {
+                    return None;
+                };
                 let value = if selected.node.name.node == "__typename" {
                     Value::String(type_name.to_owned())
                 } else {
                     field(&ctx.with_field(selected))?
                 };
-                object.insert(key, value);
+                slot.insert(value);
             }
             Selection::FragmentSpread(spread) => {
                 let fragment = ctx
