@@ -2,8 +2,10 @@
 //! with optional group commit.
 
 mod group;
+mod storage;
 
 pub use group::GroupCommitter;
+pub use storage::WriteHealth;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,8 @@ const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 /// relay batch (sqlx's default of 50 stops the worker about twenty times per batch of 1,000).
 const SQLITE_ROW_BUFFER: usize = 4096;
 
-/// Opens the pool. SQLite gets WAL, `synchronous=NORMAL`, a 10 s busy timeout, foreign keys,
+/// Opens the pool. A connection still inside a transaction when it would be handed out (a
+/// COMMIT or ROLLBACK failed) is closed instead of reused. SQLite gets WAL, `synchronous=NORMAL`, a 10 s busy timeout, foreign keys,
 /// memory-mapped reads (shared by every connection, instead of copying pages into each one's
 /// cache), an in-memory temp store (the savepoints of group commit journal there), and no
 /// automatic checkpoints: [`spawn_checkpointer`] runs them off the write path. Each connection's
@@ -52,6 +55,12 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
                 .pragma("temp_store", "memory")
                 .pragma("wal_autocheckpoint", "0")
                 .row_buffer_size(SQLITE_ROW_BUFFER)
+        })
+        .map_sqlx_sqlite_before_acquire(|conn, _| {
+            Box::pin(std::future::ready(Ok(storage::reusable(conn))))
+        })
+        .map_sqlx_postgres_before_acquire(|conn, _| {
+            Box::pin(std::future::ready(Ok(storage::reusable(conn))))
         });
     Database::connect(options).await
 }
@@ -113,6 +122,7 @@ pub struct Db {
     pub conn: DatabaseConnection,
     committed: Arc<Notify>,
     group: Option<GroupCommitter>,
+    health: WriteHealth,
 }
 
 /// A unit of write work: runs against a transaction (or a savepoint of a group's), may run
@@ -142,7 +152,13 @@ impl Db {
             conn,
             committed,
             group: None,
+            health: WriteHealth::default(),
         }
+    }
+
+    /// Why writes are failing for lack of storage, while they are (for `/readyz`).
+    pub fn storage_failure(&self) -> Option<String> {
+        self.health.failure()
     }
 
     /// Routes writes through a group committer holding up to `max_group` writes per transaction.
@@ -150,6 +166,7 @@ impl Db {
         self.group = Some(GroupCommitter::spawn(
             self.conn.clone(),
             self.committed.clone(),
+            self.health.clone(),
             max_group,
         ));
         self
@@ -158,6 +175,10 @@ impl Db {
     /// Runs `work` in a write transaction and commits it; wakes the relay on success. With group
     /// commit, concurrent writes share a transaction, each in its own savepoint. A transient
     /// conflict (unique race, deadlock) is retried (bounded) in a transaction of its own.
+    ///
+    /// `Ok` only once the COMMIT succeeded. When a statement or the COMMIT fails, the write fails
+    /// (`STORAGE_UNAVAILABLE` when storage is the cause), its transaction is rolled back, and
+    /// the connection is not reused unless it is known to be outside any transaction.
     pub async fn write<T, F>(&self, work: F) -> AppResult<T>
     where
         F: WriteWork<T>,
@@ -182,8 +203,9 @@ impl Db {
     {
         if let Some(group) = &self.group {
             match group.write(work.clone(), wake).await {
-                Err(AppError::Database(error)) if is_transient(&error) => {}
-                outcome => return outcome,
+                group::Answer::Done(Err(AppError::Database(error))) if is_transient(&error) => {}
+                group::Answer::Done(outcome) => return outcome,
+                group::Answer::RunAlone => {}
             }
         }
         self.write_alone(work, wake).await
@@ -196,13 +218,16 @@ impl Db {
     {
         let mut attempt = 1;
         loop {
-            let txn = begin_write(&self.conn).await?;
+            let txn = begin_write(&self.conn)
+                .await
+                .inspect_err(|e| self.health.failed(e))?;
             let outcome = match work(&txn).await {
                 Ok(value) => txn.commit().await.map(|_| value).map_err(AppError::from),
-                Err(error) => Err(error),
+                Err(error) => rolled_back(txn, error).await,
             };
             match outcome {
                 Ok(value) => {
+                    self.health.committed();
                     if wake {
                         self.committed.notify_one();
                     }
@@ -214,10 +239,25 @@ impl Db {
                     tracing::debug!(%error, attempt, "retrying write after a transient conflict");
                     attempt += 1;
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    if let Some(cause) = error.database_error() {
+                        self.health.failed(cause);
+                    }
+                    return Err(error);
+                }
             }
         }
     }
+}
+
+/// Rolls `txn` back explicitly after `error` (instead of leaving it to the drop), so that a
+/// failed ROLLBACK is seen and logged; the pool then closes the connection rather than reuse
+/// it. Returns `error`.
+async fn rolled_back<T>(txn: DatabaseTransaction, error: AppError) -> AppResult<T> {
+    if let Err(rollback) = txn.rollback().await {
+        tracing::error!(%rollback, %error, "could not roll back a failed write");
+    }
+    Err(error)
 }
 
 /// Unique races (two inserts of one idempotency key), deadlocks and serialization failures.

@@ -39,9 +39,14 @@ pub enum AppError {
     /// The move is not allowed from the current state.
     #[error("{0}")]
     InvalidState(String),
+    /// The database cannot store anything now (disk full, I/O error, read-only file or server):
+    /// nothing was written, and the same request may succeed once the operator fixes the cause.
+    /// Masked for clients like any database failure, but with its own code so they can retry.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(DbErr),
     /// A database failure; masked for clients.
     #[error("database error: {0}")]
-    Database(#[from] DbErr),
+    Database(DbErr),
     /// Any other unexpected failure; masked for clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -62,6 +67,7 @@ impl AppError {
             AppError::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
             AppError::VersionConflict { .. } => "VERSION_CONFLICT",
             AppError::InvalidState(_) => "INVALID_STATE",
+            AppError::StorageUnavailable(_) => "STORAGE_UNAVAILABLE",
             AppError::Database(_) | AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -82,13 +88,39 @@ impl AppError {
     }
 
     fn is_internal(&self) -> bool {
-        matches!(self, AppError::Database(_) | AppError::Internal(_))
+        matches!(
+            self,
+            AppError::Database(_) | AppError::StorageUnavailable(_) | AppError::Internal(_)
+        )
+    }
+
+    /// The database error behind this one, if the database refused or failed.
+    pub fn database_error(&self) -> Option<&DbErr> {
+        match self {
+            AppError::Database(error) | AppError::StorageUnavailable(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<DbErr> for AppError {
+    /// Storage failures get their own variant; every other database error is internal.
+    fn from(error: DbErr) -> Self {
+        if is_storage_failure(&error) {
+            AppError::StorageUnavailable(error)
+        } else {
+            AppError::Database(error)
+        }
     }
 }
 
 impl AppError {
     /// The message a client may see: internal errors are masked (and logged here, once).
     pub fn public_message(&self) -> String {
+        if let AppError::StorageUnavailable(_) = self {
+            tracing::error!(error = %self, "write refused: storage unavailable");
+            return "storage unavailable: nothing was written; retry later".to_owned();
+        }
         if self.is_internal() {
             tracing::error!(error = %self, "internal error");
             return "internal server error".to_owned();
@@ -119,4 +151,35 @@ pub fn is_unique_violation(error: &DbErr) -> bool {
         error.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
+}
+
+/// The database's own code for an error it raised: SQLite's extended result code, PostgreSQL's
+/// SQLSTATE.
+fn database_code(error: &DbErr) -> Option<String> {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(error))
+    | DbErr::Query(RuntimeErr::SqlxError(error))
+    | DbErr::Conn(RuntimeErr::SqlxError(error))) = error
+    else {
+        return None;
+    };
+    match error.as_ref() {
+        sea_orm::sqlx::Error::Database(error) => error.code().map(|code| code.into_owned()),
+        _ => None,
+    }
+}
+
+/// True when the database could not store anything: SQLite's `SQLITE_FULL` (13), `SQLITE_IOERR`
+/// (10) and `SQLITE_READONLY` (8) with any extended code; PostgreSQL's `disk_full` (53100),
+/// `io_error` (58030) and `read_only_sql_transaction` (25006, a standby).
+pub fn is_storage_failure(error: &DbErr) -> bool {
+    let Some(code) = database_code(error) else {
+        return false;
+    };
+    if matches!(code.as_str(), "53100" | "58030" | "25006") {
+        return true;
+    }
+    // SQLite's codes are small integers; no SQLSTATE above matches these masks.
+    code.parse::<i32>()
+        .is_ok_and(|extended| code.len() < 5 && matches!(extended & 0xff, 8 | 10 | 13))
 }

@@ -2,6 +2,12 @@
 //! so it keeps its own outcome (a refused write rolls back alone), and the group commits once.
 //! A write alone in its group needs no savepoint: the transaction is its own.
 //! One writer task owns the group, so on SQLite writers never queue on the database lock.
+//!
+//! A write is answered only after the group's COMMIT: if the COMMIT fails, every write of the
+//! group fails with its cause and the transaction is rolled back. If a write in a shared group
+//! fails inside the database itself (not a domain refusal), the state of the whole transaction
+//! is no longer known (SQLite may have rolled it back, savepoints and all): the group is rolled
+//! back and every write in it runs again alone, so each gets its own true outcome.
 
 use std::sync::Arc;
 
@@ -9,16 +15,44 @@ use futures_util::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::begin_write;
+use super::{WriteHealth, begin_write};
 use crate::error::{AppError, AppResult};
 
-/// What a job hands back after running: told whether the group committed, it answers its caller.
-type Completion = Box<dyn FnOnce(Result<(), &DbErr>) + Send>;
+/// What became of the group a write ran in.
+#[derive(Clone, Copy)]
+enum Fate<'e> {
+    /// The group committed, or it rolled back for this write's own refusal.
+    Settled,
+    /// The COMMIT failed: nothing of the group was written.
+    CommitFailed(&'e DbErr),
+    /// The group was rolled back for another write's database failure: run again alone.
+    Abandoned,
+}
 
-/// A write that ran in its group: how to answer its caller, and whether it failed.
+/// What a job hands back after running: told its group's fate, it answers its caller.
+type Completion = Box<dyn for<'e> FnOnce(Fate<'e>) + Send>;
+
+/// How a write that ran in its group went.
+enum Outcome {
+    Succeeded,
+    /// Refused by the domain (not found, insufficient stock, …): its savepoint rolled back.
+    Refused,
+    /// A statement failed in the database itself: the transaction's state is unknown.
+    DatabaseFailed(DbErr),
+}
+
+/// A write that ran in its group: how to answer its caller, and how it went.
 struct Ran {
     complete: Completion,
-    failed: bool,
+    outcome: Outcome,
+}
+
+/// The answer to a write submitted to the group.
+pub enum Answer<T> {
+    /// Its outcome, final.
+    Done(AppResult<T>),
+    /// Its group was abandoned through no fault of its own: run it again alone.
+    RunAlone,
 }
 
 /// A write waiting for its group.
@@ -27,7 +61,7 @@ trait Job: Send {
     /// it is `alone` (then its failure rolls the whole transaction back instead).
     fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction, alone: bool) -> BoxFuture<'c, Ran>;
     /// Answers the caller without running: the group could not start.
-    fn abandon(self: Box<Self>, error: &DbErr);
+    fn refuse(self: Box<Self>, error: &DbErr);
     /// Whether committing this write should wake the relay (it appended events).
     fn wakes_relay(&self) -> bool;
 }
@@ -35,7 +69,7 @@ trait Job: Send {
 /// A caller's write and the channel its answer goes back on.
 struct Pending<T, F> {
     work: F,
-    reply: oneshot::Sender<AppResult<T>>,
+    reply: oneshot::Sender<Answer<T>>,
     wake: bool,
 }
 
@@ -52,15 +86,25 @@ where
             } else {
                 in_savepoint(txn, work).await
             };
-            let failed = outcome.is_err();
-            let complete: Completion = Box::new(move |committed| {
-                let answer = match committed {
-                    Ok(()) => outcome,
-                    Err(error) => Err(AppError::Internal(format!("group commit failed: {error}"))),
+            let how = match &outcome {
+                Ok(_) => Outcome::Succeeded,
+                Err(error) => match error.database_error() {
+                    Some(cause) => Outcome::DatabaseFailed(cause.clone()),
+                    None => Outcome::Refused,
+                },
+            };
+            let complete: Completion = Box::new(move |fate| {
+                let answer = match fate {
+                    Fate::Settled => Answer::Done(outcome),
+                    Fate::CommitFailed(error) => Answer::Done(Err(AppError::from(error.clone()))),
+                    Fate::Abandoned => Answer::RunAlone,
                 };
                 let _ = reply.send(answer);
             });
-            Ran { complete, failed }
+            Ran {
+                complete,
+                outcome: how,
+            }
         })
     }
 
@@ -68,10 +112,10 @@ where
         self.wake
     }
 
-    fn abandon(self: Box<Self>, error: &DbErr) {
-        let _ = self.reply.send(Err(AppError::Internal(format!(
-            "could not begin a write: {error}"
-        ))));
+    fn refuse(self: Box<Self>, error: &DbErr) {
+        let _ = self
+            .reply
+            .send(Answer::Done(Err(AppError::from(error.clone()))));
     }
 }
 
@@ -99,80 +143,126 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the writer task; groups hold at most `max_group` writes.
-    pub fn spawn(conn: DatabaseConnection, committed: Arc<Notify>, max_group: usize) -> Self {
+    /// Starts the writer task; groups hold at most `max_group` writes. `health` hears of every
+    /// commit and of every storage failure.
+    pub fn spawn(
+        conn: DatabaseConnection,
+        committed: Arc<Notify>,
+        health: WriteHealth,
+        max_group: usize,
+    ) -> Self {
         let (jobs, queue) = mpsc::channel(max_group.max(1) * 8);
-        tokio::spawn(write_groups(conn, queue, committed, max_group.max(1)));
+        let writer = Writer {
+            conn,
+            committed,
+            health,
+        };
+        tokio::spawn(writer.write_groups(queue, max_group.max(1)));
         GroupCommitter { jobs }
     }
 
-    /// Runs `work` in the next group; returns its own outcome once the group has committed.
+    /// Runs `work` in the next group; answers with its own outcome once the group has
+    /// committed, or asks for it to run alone.
     /// `wake`: the commit wakes the relay.
-    pub async fn write<T, F>(&self, work: F, wake: bool) -> AppResult<T>
+    pub async fn write<T, F>(&self, work: F, wake: bool) -> Answer<T>
     where
         T: Send + 'static,
         F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Pending { work, reply, wake });
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| AppError::Internal("the writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| AppError::Internal("the writer dropped a write".into()))?
+        if self.jobs.send(job).await.is_err() {
+            return Answer::Done(Err(AppError::Internal("the writer has stopped".into())));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Answer::Done(Err(AppError::Internal("the writer dropped a write".into())))
+        })
     }
 }
 
-/// The writer task: takes every waiting write (up to `max_group`), runs them in one
-/// transaction, commits, answers each, wakes the relay. A write alone in its group (most writes
-/// at low load) skips the savepoint, two fewer round trips to SQLite's worker thread; if it
-/// fails, the transaction rolls back and its caller gets its own error.
-async fn write_groups(
+/// The writer task's connection and whom it tells about commits.
+struct Writer {
     conn: DatabaseConnection,
-    mut queue: mpsc::Receiver<Box<dyn Job>>,
     committed: Arc<Notify>,
-    max_group: usize,
-) {
-    let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(max_group);
-    while queue.recv_many(&mut group, max_group).await > 0 {
-        metrics::histogram!("stockroom_group_commit_size").record(group.len() as f64);
+    health: WriteHealth,
+}
+
+impl Writer {
+    /// Takes every waiting write (up to `max_group`) as one group, runs it, answers each write.
+    async fn write_groups(self, mut queue: mpsc::Receiver<Box<dyn Job>>, max_group: usize) {
+        let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(max_group);
+        while queue.recv_many(&mut group, max_group).await > 0 {
+            metrics::histogram!("stockroom_group_commit_size").record(group.len() as f64);
+            self.write_group(&mut group).await;
+        }
+    }
+
+    /// Runs one group in one transaction and commits it; wakes the relay. A write alone in its
+    /// group (most writes at low load) skips the savepoint, two fewer round trips to SQLite's
+    /// worker thread; if it fails, the transaction rolls back and its caller gets its own
+    /// error. A database failure in a shared group rolls the group back and sends every write
+    /// to run alone; a failed COMMIT fails every write with its cause.
+    async fn write_group(&self, group: &mut Vec<Box<dyn Job>>) {
         let wake = group.iter().any(|job| job.wakes_relay());
-        let txn = match begin_write(&conn).await {
+        let txn = match begin_write(&self.conn).await {
             Ok(txn) => txn,
             Err(error) => {
                 tracing::error!(%error, "could not begin a group transaction");
-                group.drain(..).for_each(|job| job.abandon(&error));
-                continue;
+                self.health.failed(&error);
+                group.drain(..).for_each(|job| job.refuse(&error));
+                return;
             }
         };
         let alone = group.len() == 1;
         let mut completions = Vec::with_capacity(group.len());
-        let mut failed_alone = false;
+        let mut failed = false;
+        let mut database_failed = false;
         for job in group.drain(..) {
             let ran = job.run(&txn, alone).await;
-            failed_alone |= alone && ran.failed;
+            match &ran.outcome {
+                Outcome::Succeeded => {}
+                Outcome::Refused => failed |= alone,
+                Outcome::DatabaseFailed(error) => {
+                    self.health.failed(error);
+                    (failed, database_failed) = (true, true);
+                }
+            }
             completions.push(ran.complete);
         }
-        if failed_alone {
+        if failed {
             if let Err(error) = txn.rollback().await {
-                tracing::error!(%error, "could not roll back a failed write");
+                tracing::error!(%error, "could not roll back a failed group");
             }
-            completions
-                .into_iter()
-                .for_each(|complete| complete(Ok(())));
-            continue;
+            let fate = if alone {
+                Fate::Settled
+            } else {
+                tracing::warn!(
+                    writes = completions.len(),
+                    "a write failed in the database; its group runs again one write at a time"
+                );
+                Fate::Abandoned
+            };
+            debug_assert!(alone || database_failed);
+            completions.into_iter().for_each(|complete| complete(fate));
+            return;
         }
-        let outcome = txn.commit().await;
-        if let Err(error) = &outcome {
-            tracing::error!(%error, "group commit failed");
-        }
-        for complete in completions {
-            complete(outcome.as_ref().map(|_| ()));
-        }
-        if outcome.is_ok() && wake {
-            committed.notify_one();
+        match txn.commit().await {
+            Ok(()) => {
+                self.health.committed();
+                completions
+                    .into_iter()
+                    .for_each(|complete| complete(Fate::Settled));
+                if wake {
+                    self.committed.notify_one();
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, writes = completions.len(), "group commit failed");
+                self.health.failed(&error);
+                completions
+                    .into_iter()
+                    .for_each(|complete| complete(Fate::CommitFailed(&error)));
+            }
         }
     }
 }

@@ -39,13 +39,16 @@ pub struct SystemQuery;
 /// Status queries.
 #[Object]
 impl SystemQuery {
-    /// Whether the database and the broker answer.
+    /// Whether the database and the broker answer: `database` is `ok`, `down`, or `failing`
+    /// (it answers, but the latest write could not be stored: disk full, read-only).
     async fn health(&self, ctx: &Context<'_>) -> Health {
         let app = state(ctx);
-        let database = if crate::db::ping(&app.db.conn).await {
-            "ok"
-        } else {
+        let database = if !crate::db::ping(&app.db.conn).await {
             "down"
+        } else if app.db.storage_failure().is_some() {
+            "failing"
+        } else {
+            "ok"
         };
         Health {
             database: database.to_owned(),

@@ -14,16 +14,27 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 when the database answers, with broker and outbox state.
+/// `GET /readyz`: 200 when the database answers and writes reach storage, with broker and
+/// outbox state. While the latest write failed for lack of storage (disk full, read-only), 503
+/// with `"database": "failing"` and the cause in `databaseError`.
 pub async fn readyz(State(state): State<HttpState>) -> Response {
     let app = &state.app;
     let figures = outbox::figures(&app.db.conn).await;
-    let database_ok = figures.is_ok();
-    let body = json!({
-        "database": if database_ok { "ok" } else { "down" },
+    let storage_failure = app.db.storage_failure();
+    let database = match (&figures, &storage_failure) {
+        (Err(_), _) => "down",
+        (Ok(_), Some(_)) => "failing",
+        (Ok(_), None) => "ok",
+    };
+    let database_ok = database == "ok";
+    let mut body = json!({
+        "database": database,
         "broker": app.broker_status(),
         "outboxPending": figures.map(|f| f.pending).unwrap_or_default(),
     });
+    if let Some(cause) = storage_failure {
+        body["databaseError"] = json!(cause);
+    }
     let status = if database_ok {
         StatusCode::OK
     } else {

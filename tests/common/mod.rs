@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod redis_server;
+pub mod small_disk;
 pub mod ws;
 
 /// Keys every test server is started with.
