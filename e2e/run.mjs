@@ -10,6 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { once } from 'node:events';
 import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,8 +45,10 @@ mkdirSync(ARTIFACTS, { recursive: true });
 // ------------------------------------------------------------------ the server
 
 class Server {
-  constructor(dbPath) {
+  /** `keys`: the API keys; `null` starts the open first-run mode (no keys, loopback only). */
+  constructor(dbPath, keys = API_KEYS) {
     this.dbPath = dbPath;
+    this.keys = keys;
     this.process = null;
     this.url = null;
     this.starts = 0;
@@ -56,8 +59,10 @@ class Server {
     if (!existsSync(BIN)) throw new Error(`server binary not found at ${BIN}: run \`cargo build\` or set STOCKROOM_BIN`);
     this.starts += 1;
     const log = createWriteStream(join(ARTIFACTS, `server-${this.starts}.log`));
+    const env = { ...process.env, STOCKROOM_API_KEYS: this.keys, RUST_LOG: process.env.RUST_LOG || 'info' };
+    if (this.keys === null) delete env.STOCKROOM_API_KEYS;
     const child = spawn(BIN, ['--listen', listen, '--database-url', `sqlite://${this.dbPath}?mode=rwc`], {
-      env: { ...process.env, STOCKROOM_API_KEYS: API_KEYS, RUST_LOG: process.env.RUST_LOG || 'info' },
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.process = child;
@@ -434,6 +439,101 @@ describe('playground and dashboard in Chromium', () => {
     await page.shot('dashboard-bad-key.png');
     // Put the good key back for anything that runs later in this context.
     await page.evaluate((key) => localStorage.setItem('stockroom.apiKey', key), READ_KEY);
+    await page.close();
+  });
+});
+
+// A page on another origin (evil.test, which Chromium resolves to 127.0.0.1) against a server in
+// the open first-run mode: no key is needed, so only the server's own checks stand between the
+// page and the data.
+describe('open mode against a page from another origin', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'stockroom-e2e-open-'));
+  const server = new Server(join(tmp, 'open.db'), null);
+  let attacker;
+  let browser;
+
+  before(async () => {
+    await server.start();
+    attacker = createServer((request, response) => {
+      response.writeHead(200, { 'content-type': 'text/html' });
+      response.end('<!doctype html><title>evil</title><p>nothing to see</p>');
+    });
+    attacker.listen(0, '127.0.0.1');
+    await once(attacker, 'listening');
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [...CHROMIUM_ARGS, '--host-resolver-rules=MAP evil.test 127.0.0.1'],
+      timeout: 60000,
+    });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    attacker?.close();
+    await server.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  async function storeIds() {
+    const response = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: '{ stores { id } }' }),
+    });
+    return (await response.json()).data.stores.map((s) => s.id);
+  }
+
+  test('simple cross-origin POSTs and WebSockets are refused', async () => {
+    const page = await browser.newPage();
+    await page.goto(`http://evil.test:${attacker.address().port}/`);
+    const target = server.url;
+    const results = await page.evaluate(async (target) => {
+      const mutation = (id) => JSON.stringify({ query: `mutation { createStore(input: {id: "${id}", name: "x"}) { id } }` });
+      const results = {};
+      // "Simple" requests: the browser sends them without asking the server first.
+      for (const [name, type, body] of [
+        ['text', 'text/plain', mutation('evil-text')],
+        ['form', 'application/x-www-form-urlencoded', `query=${encodeURIComponent(mutation('evil-form'))}`],
+      ]) {
+        try {
+          await fetch(`${target}/graphql`, { method: 'POST', mode: 'no-cors', headers: { 'content-type': type }, body });
+          results[name] = 'sent';
+        } catch (error) {
+          results[name] = `not sent: ${error}`;
+        }
+      }
+      results.ws = await new Promise((resolve) => {
+        const socket = new WebSocket(`${target.replace('http', 'ws')}/graphql/ws`, 'graphql-transport-ws');
+        socket.onopen = () => {
+          socket.send(JSON.stringify({ type: 'connection_init', payload: {} }));
+          socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: 'mutation { createStore(input: {id: "evil-ws", name: "x"}) { id } }' } }));
+          setTimeout(() => resolve('opened'), 1000);
+        };
+        socket.onerror = () => resolve('refused');
+      });
+      return results;
+    }, target);
+    assert.equal(results.ws, 'refused', JSON.stringify(results));
+    assert.deepEqual(await storeIds(), [], `a foreign page changed data: ${JSON.stringify(results)}`);
+    await page.close();
+  });
+
+  test('a rebound host name is refused', async () => {
+    const page = await browser.newPage();
+    const port = new URL(server.url).port;
+    const response = await page.goto(`http://evil.test:${port}/`);
+    assert.equal(response.status(), 403);
+    const status = await page.evaluate(async () => {
+      const response = await fetch('/graphql', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ query: 'mutation { createStore(input: {id: "evil-rebound", name: "x"}) { id } }' }),
+      });
+      return response.status;
+    });
+    assert.equal(status, 403);
+    assert.deepEqual(await storeIds(), []);
     await page.close();
   });
 });

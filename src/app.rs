@@ -79,17 +79,24 @@ pub fn schema_sdl() -> String {
     graphql::build_schema(None, &graphql::Limits::default()).sdl()
 }
 
+/// The configured keys. Fails closed: a key option that is given but yields no key refuses to
+/// start instead of starting open.
 fn api_keys(settings: &Settings) -> Result<ApiKeys, StartupError> {
-    let mut spec = settings.api_keys.clone().unwrap_or_default();
+    let spec = settings.api_keys.as_deref().unwrap_or_default();
+    let mut keys = ApiKeys::parse(spec).map_err(|e| startup("reading the API keys")(&e))?;
     if let Some(path) = &settings.api_keys_file {
         let text =
             std::fs::read_to_string(path).map_err(|e| startup("reading --api-keys-file")(&e))?;
-        spec = format!(
-            "{spec},{}",
-            text.lines().map(str::trim).collect::<Vec<_>>().join(",")
-        );
+        keys.add_file(&text, &path.display().to_string())
+            .map_err(|e| startup("reading the API keys")(&e))?;
     }
-    let keys = ApiKeys::parse(&spec).map_err(|e| startup("reading the API keys")(&e))?;
+    let configured = settings.api_keys.is_some() || settings.api_keys_file.is_some();
+    if keys.is_open() && configured {
+        return Err(startup("reading the API keys")(
+            &"--api-keys / --api-keys-file was given but holds no key; refusing to start \
+              without authentication (unset both for the open, loopback-only mode)",
+        ));
+    }
     if keys.is_open() && !settings.listen.ip().is_loopback() {
         let generated = uuid::Uuid::new_v4().simple().to_string();
         println!(
@@ -130,6 +137,7 @@ fn limits(settings: &Settings) -> graphql::Limits {
         max_depth: settings.max_depth,
         max_complexity: settings.max_complexity,
         max_aliases: settings.max_aliases,
+        max_fields: settings.max_fields,
         introspection: settings.introspection,
         max_page_size: settings.max_page_size,
     }
@@ -223,10 +231,8 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         metrics,
     };
     let limits = limits(settings);
-    let schema = graphql::Gateway::new(
-        graphql::build_schema(Some(state.clone()), &limits),
-        limits.max_aliases,
-    );
+    let schema =
+        graphql::Gateway::new(graphql::build_schema(Some(state.clone()), &limits), &limits);
     let router = crate::http::router(
         state,
         schema,

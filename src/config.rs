@@ -45,12 +45,13 @@ pub struct Settings {
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://stockroom.db?mode=rwc",
-        global = true
+        global = true,
+        hide_env_values = true
     )]
     pub database_url: String,
 
     /// Redis URL; when unset an in-process broker is used (single instance).
-    #[arg(long, env = "REDIS_URL", global = true)]
+    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Redis stream key the relay publishes to.
@@ -195,18 +196,51 @@ pub struct Settings {
     #[arg(long, env = "STOCKROOM_CORS_ORIGINS", global = true)]
     pub cors_origins: Option<String>,
 
+    /// Key that `GET /metrics` requires (as `Authorization: Bearer KEY`; an admin API key is
+    /// accepted too). Unset: `/metrics` is open.
+    #[arg(
+        long,
+        env = "STOCKROOM_METRICS_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub metrics_key: Option<String>,
+
+    /// Largest GraphQL response body, in bytes; a larger one is replaced by a
+    /// `BAD_USER_INPUT` error asking for fewer items or fields.
+    #[arg(
+        long,
+        env = "STOCKROOM_MAX_RESPONSE_BYTES",
+        default_value_t = 4 * 1024 * 1024,
+        global = true
+    )]
+    pub max_response_bytes: usize,
+
     /// Deepest GraphQL selection accepted.
     #[arg(long, env = "STOCKROOM_MAX_DEPTH", default_value_t = 12, global = true)]
     pub max_depth: usize,
 
-    /// Largest GraphQL query complexity accepted (each field counts 1).
+    /// Largest GraphQL query complexity accepted: each field counts 1, and a list field counts
+    /// its selection once per item it may return (`first` of a connection, default 20; 20 for
+    /// `stores` and `Product.stockLevels`), so nested lists multiply.
     #[arg(
         long,
         env = "STOCKROOM_MAX_COMPLEXITY",
-        default_value_t = 2000,
+        default_value_t = 20_000,
         global = true
     )]
     pub max_complexity: usize,
+
+    /// Most fields in one GraphQL document once its fragments are expanded (each fragment
+    /// counts once per place it is spread); checked before validation, in time linear in the
+    /// document.
+    #[arg(
+        long,
+        env = "STOCKROOM_MAX_FIELDS",
+        default_value_t = 2_000,
+        global = true
+    )]
+    pub max_fields: usize,
 
     /// Most aliased fields in one GraphQL document.
     #[arg(

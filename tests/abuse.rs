@@ -602,10 +602,8 @@ async fn internal_errors_are_masked_and_logged() {
 #[tokio::test]
 async fn without_keys_beyond_loopback_a_generated_admin_key_is_required() {
     let server = Server::start_with(Options {
-        env: vec![
-            ("STOCKROOM_API_KEYS".into(), String::new()),
-            ("STOCKROOM_LISTEN".into(), "0.0.0.0:0".into()),
-        ],
+        env: vec![("STOCKROOM_LISTEN".into(), "0.0.0.0:0".into())],
+        unset: vec!["STOCKROOM_API_KEYS".into()],
         ..Default::default()
     });
     let line = server

@@ -57,21 +57,58 @@ impl std::fmt::Debug for ApiKeys {
 }
 
 impl ApiKeys {
-    /// Parses `role:key,role:key`.
+    /// Parses `role:key,role:key` (the `--api-keys` flag).
     pub fn parse(spec: &str) -> Result<ApiKeys, String> {
-        let mut keys = Vec::new();
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut keys = ApiKeys::default();
+        keys.add_line(spec, "--api-keys")?;
+        Ok(keys)
+    }
+
+    /// Adds the keys of a key file: `role:key` pairs, one per line or comma-separated; blank
+    /// lines and comments (a line starting with `#`, or ` #` to the end of a line) are skipped.
+    /// Errors name the file and line.
+    pub fn add_file(&mut self, text: &str, file: &str) -> Result<(), String> {
+        for (number, line) in text.lines().enumerate() {
+            let line = match line.find('#') {
+                Some(0) => "",
+                Some(at) if line[..at].ends_with(char::is_whitespace) => &line[..at],
+                _ => line,
+            };
+            self.add_line(line, &format!("{file} line {}", number + 1))?;
+        }
+        Ok(())
+    }
+
+    /// Adds comma-separated `role:key` pairs from `source` (named in errors). A key may not hold
+    /// whitespace, be shorter than 8 characters, or be listed again with another role.
+    fn add_line(&mut self, line: &str, source: &str) -> Result<(), String> {
+        for pair in line.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (role, key) = pair
                 .split_once(':')
-                .ok_or_else(|| "each API key must look like role:key".to_owned())?;
-            let role = Role::parse(role)
-                .ok_or_else(|| format!("unknown role {role:?}; use read, write or admin"))?;
-            if key.trim().len() < 8 {
-                return Err("API keys must be at least 8 characters".to_owned());
+                .ok_or_else(|| format!("{source}: each API key must look like role:key"))?;
+            let role = Role::parse(role).ok_or_else(|| {
+                format!("{source}: unknown role {role:?}; use read, write or admin")
+            })?;
+            let key = key.trim();
+            if key.chars().any(char::is_whitespace) {
+                return Err(format!("{source}: an API key may not contain whitespace"));
             }
-            keys.push((role, key.trim().as_bytes().to_vec()));
+            if key.len() < 8 {
+                return Err(format!("{source}: API keys must be at least 8 characters"));
+            }
+            match self.keys.iter().find(|(_, known)| known == key.as_bytes()) {
+                Some((known, _)) if *known != role => {
+                    return Err(format!(
+                        "{source}: a key is listed again with another role ({} and {})",
+                        known.name(),
+                        role.name()
+                    ));
+                }
+                Some(_) => {}
+                None => self.keys.push((role, key.as_bytes().to_vec())),
+            }
         }
-        Ok(ApiKeys { keys })
+        Ok(())
     }
 
     /// Keys holding a single generated admin key.

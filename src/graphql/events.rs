@@ -123,6 +123,7 @@ pub struct EventQuery;
 #[Object]
 impl EventQuery {
     /// The audit log in log order. `after` is an event cursor (`<position>-0`).
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,

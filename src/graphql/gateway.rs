@@ -1,39 +1,67 @@
-//! The executor every transport goes through: it parses (with a bounded cache of documents),
-//! enforces the alias limit, runs the schema and gives every error its `extensions.code`.
+//! The executor every transport goes through: it parses (with a cache of documents that
+//! validated, bounded in bytes), sizes the document before anything expands it (fields and
+//! aliases, fragment cycles), runs the schema and gives every error its `extensions.code`.
 //! Doing this around the schema rather than as async-graphql extensions keeps field resolution
 //! on the fast path (any extension costs a registry lookup and a boxed future per field).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Data, Executor, Request, Response, ServerError};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
-use super::{AppSchema, assign_codes};
+use super::{AppSchema, Limits, assign_codes, document};
 
 /// Longest query text worth caching.
 const CACHEABLE_QUERY_BYTES: usize = 8 * 1024;
-/// Documents kept before the cache starts over.
-const CACHE_CAPACITY: usize = 512;
+/// Most query text the cache holds, in bytes, before it starts over.
+const CACHE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Documents that parsed and validated, by their text; bounded in bytes.
+#[derive(Default)]
+struct DocumentCache {
+    documents: HashMap<String, ExecutableDocument>,
+    bytes: usize,
+}
 
 /// The schema plus parsing, limits and error codes.
 #[derive(Clone)]
 pub struct Gateway {
     schema: AppSchema,
-    parsed: Arc<Mutex<HashMap<String, ExecutableDocument>>>,
-    max_aliases: usize,
+    parsed: Arc<Mutex<DocumentCache>>,
+    limits: Limits,
 }
 
 impl Gateway {
-    /// Wraps `schema`; documents with more than `max_aliases` aliased fields are refused.
-    pub fn new(schema: AppSchema, max_aliases: usize) -> Self {
+    /// Wraps `schema` (built with `limits`); documents with more aliased fields than allowed,
+    /// or more fields once their fragments are expanded, are refused before validation.
+    pub fn new(schema: AppSchema, limits: &Limits) -> Self {
         Gateway {
             schema,
             parsed: Default::default(),
-            max_aliases,
+            limits: limits.clone(),
         }
+    }
+
+    /// Names the limit in async-graphql's own refusals.
+    fn explain_limits(&self, mut response: Response) -> Response {
+        for error in &mut response.errors {
+            if error.message == "Query is too complex." {
+                error.message = format!(
+                    "query too complex: it may cost more than {} (each list field counts its \
+                     selection once per item it may return; --max-complexity)",
+                    self.limits.max_complexity
+                );
+            } else if error.message == "Query is nested too deep." {
+                error.message = format!(
+                    "query nested too deep: more than {} levels (--max-depth)",
+                    self.limits.max_depth
+                );
+            }
+        }
+        response
     }
 
     /// The SDL of the wrapped schema.
@@ -41,52 +69,99 @@ impl Gateway {
         self.schema.sdl()
     }
 
-    /// Attaches the parsed document (from the cache when seen before) after checking aliases.
-    fn prepare(&self, mut request: Request) -> Result<Request, ServerError> {
-        let document = self.parse(&request.query)?;
-        let aliases = document
-            .operations
-            .iter()
-            .map(|(_, op)| count_aliases(&op.node.selection_set.node, &document, 0))
-            .fold(0usize, usize::saturating_add);
-        if aliases > self.max_aliases {
+    /// Attaches the parsed document (from the cache when seen before) after sizing it: the
+    /// expanded field and alias counts are computed once per fragment, so a document built to
+    /// explode is refused in time linear in its length.
+    /// Also returns a copy of a freshly parsed (not cached) document, to remember if it
+    /// validates.
+    fn prepare(
+        &self,
+        mut request: Request,
+    ) -> Result<(Request, Option<ExecutableDocument>), ServerError> {
+        let (document, cached) = self.parse(&request.query)?;
+        let expanded = document::expand(&document).map_err(|error| match error {
+            document::Unmeasurable::FragmentCycle(name) => ServerError::new(
+                format!("fragment cycle: fragment {name:?} spreads itself"),
+                None,
+            ),
+        })?;
+        if expanded.fields > self.limits.max_fields as u64 {
             return Err(ServerError::new(
-                format!("too many aliases: {aliases}, at most {}", self.max_aliases),
+                format!(
+                    "too many fields: {} once fragments are expanded, at most {} (--max-fields)",
+                    expanded.fields, self.limits.max_fields
+                ),
                 None,
             ));
         }
+        if expanded.aliases > self.limits.max_aliases as u64 {
+            return Err(ServerError::new(
+                format!(
+                    "too many aliases: {}, at most {} (--max-aliases)",
+                    expanded.aliases, self.limits.max_aliases
+                ),
+                None,
+            ));
+        }
+        let fresh =
+            (!cached && request.query.len() <= CACHEABLE_QUERY_BYTES).then(|| document.clone());
         request.set_parsed_query(document);
-        Ok(request)
+        Ok((request, fresh))
     }
 
-    fn parse(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
+    /// The parsed document, and whether it came from the cache.
+    fn parse(&self, query: &str) -> Result<(ExecutableDocument, bool), ServerError> {
         if let Some(document) = self
             .parsed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .documents
             .get(query)
         {
-            return Ok(document.clone());
+            return Ok((document.clone(), true));
         }
         let document = async_graphql::parser::parse_query(query).map_err(ServerError::from)?;
-        if query.len() <= CACHEABLE_QUERY_BYTES {
-            let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
-            if parsed.len() >= CACHE_CAPACITY {
-                parsed.clear();
-            }
-            parsed.insert(query.to_owned(), document.clone());
-        }
-        Ok(document)
+        Ok((document, false))
     }
+
+    /// Keeps a document that validated (the response has no error outside a resolver), so
+    /// neither invalid documents nor one-off giants can fill the cache.
+    fn remember(&self, query: String, document: ExecutableDocument, response: &Response) {
+        if query.len() > CACHEABLE_QUERY_BYTES || !validated(response) {
+            return;
+        }
+        let mut cache = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.bytes + query.len() > CACHE_BYTES {
+            cache.documents.clear();
+            cache.bytes = 0;
+        }
+        let bytes = query.len();
+        if cache.documents.insert(query, document).is_none() {
+            cache.bytes += bytes;
+        }
+    }
+}
+
+/// True when the operation passed validation: every error (if any) came from a resolver,
+/// which gives it a path.
+pub fn validated(response: &Response) -> bool {
+    response.errors.iter().all(|error| !error.path.is_empty())
 }
 
 impl Executor for Gateway {
     async fn execute(&self, request: Request) -> Response {
         let response = match self.prepare(request) {
-            Ok(request) => self.schema.execute(request).await,
+            Ok((request, fresh)) => {
+                let query = fresh.is_some().then(|| request.query.clone());
+                let response = self.schema.execute(request).await;
+                if let (Some(query), Some(document)) = (query, fresh) {
+                    self.remember(query, document, &response);
+                }
+                response
+            }
             Err(error) => Response::from_errors(vec![error]),
         };
-        assign_codes(response)
+        assign_codes(self.explain_limits(response))
     }
 
     fn execute_stream(
@@ -95,9 +170,12 @@ impl Executor for Gateway {
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, Response> {
         match self.prepare(request) {
-            Ok(request) => Executor::execute_stream(&self.schema, request, session_data)
-                .map(assign_codes)
-                .boxed(),
+            Ok((request, _)) => {
+                let gateway = self.clone();
+                Executor::execute_stream(&self.schema, request, session_data)
+                    .map(move |response| assign_codes(gateway.explain_limits(response)))
+                    .boxed()
+            }
             Err(error) => futures_util::stream::once(async move {
                 assign_codes(Response::from_errors(vec![error]))
             })
@@ -106,26 +184,46 @@ impl Executor for Gateway {
     }
 }
 
-fn count_aliases(set: &SelectionSet, document: &ExecutableDocument, depth: usize) -> usize {
-    if depth > 64 {
-        return usize::MAX / 2;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graphql::{Limits, build_schema};
+
+    fn gateway() -> Gateway {
+        let limits = Limits::default();
+        Gateway::new(build_schema(None, &limits), &limits)
     }
-    set.items
-        .iter()
-        .map(|selection| match &selection.node {
-            Selection::Field(field) => {
-                usize::from(field.node.alias.is_some())
-                    + count_aliases(&field.node.selection_set.node, document, depth + 1)
-            }
-            Selection::InlineFragment(fragment) => {
-                count_aliases(&fragment.node.selection_set.node, document, depth + 1)
-            }
-            Selection::FragmentSpread(spread) => document
-                .fragments
-                .get(&spread.node.fragment_name.node)
-                .map_or(0, |f| {
-                    count_aliases(&f.node.selection_set.node, document, depth + 1)
-                }),
-        })
-        .fold(0usize, usize::saturating_add)
+
+    fn cached(gateway: &Gateway) -> (usize, usize) {
+        let cache = gateway.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        (cache.documents.len(), cache.bytes)
+    }
+
+    #[tokio::test]
+    async fn caches_only_documents_that_validated() {
+        let gateway = gateway();
+        for i in 0..20 {
+            let invalid = format!("{{ noSuchField{i} }}");
+            let response = gateway.execute(Request::new(invalid)).await;
+            assert!(!response.errors.is_empty());
+        }
+        let unparsable = gateway.execute(Request::new("{ health ")).await;
+        assert!(!unparsable.errors.is_empty());
+        assert_eq!(cached(&gateway), (0, 0), "nothing invalid is kept");
+        let valid = "{ __typename }";
+        assert!(gateway.execute(Request::new(valid)).await.errors.is_empty());
+        assert!(gateway.execute(Request::new(valid)).await.errors.is_empty());
+        assert_eq!(cached(&gateway), (1, valid.len()));
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_in_bytes() {
+        let gateway = gateway();
+        let padding = " ".repeat(CACHEABLE_QUERY_BYTES - 40);
+        for i in 0..(CACHE_BYTES / CACHEABLE_QUERY_BYTES) * 2 {
+            let query = format!("query Q{i} {{ __typename }}{padding}");
+            assert!(gateway.execute(Request::new(query)).await.errors.is_empty());
+            assert!(cached(&gateway).1 <= CACHE_BYTES);
+        }
+    }
 }

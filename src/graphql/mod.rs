@@ -2,6 +2,7 @@
 //! subscriptions; loaders; authentication; error codes.
 
 pub mod auth;
+pub mod document;
 pub mod events;
 pub mod gateway;
 pub mod loaders;
@@ -58,10 +59,12 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 pub struct Limits {
     /// Deepest selection.
     pub max_depth: usize,
-    /// Largest complexity (fields).
+    /// Largest complexity (fields, list fields once per item they may return).
     pub max_complexity: usize,
     /// Most aliased fields.
     pub max_aliases: usize,
+    /// Most fields once fragments are expanded.
+    pub max_fields: usize,
     /// Whether introspection is answered.
     pub introspection: bool,
     /// Largest page a connection returns (`first`), at most 100.
@@ -81,8 +84,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_depth: 12,
-            max_complexity: 2000,
+            max_complexity: 20_000,
             max_aliases: 30,
+            max_fields: 2_000,
             introspection: true,
             max_page_size: crate::domain::paging::MAX_PAGE_SIZE,
         }
@@ -106,7 +110,8 @@ pub fn build_schema(state: Option<AppState>, limits: &Limits) -> AppSchema {
             .clamp(1, crate::domain::paging::MAX_PAGE_SIZE),
     ));
     if !limits.introspection {
-        builder = builder.disable_introspection();
+        // "Did you mean …?" in validation errors would name fields introspection hides.
+        builder = builder.disable_introspection().disable_suggestions();
     }
     if let Some(state) = state {
         let db = state.db.clone();
@@ -120,6 +125,28 @@ pub fn build_schema(state: Option<AppState>, limits: &Limits) -> AppSchema {
 }
 
 /// The shared services, from the schema data.
+/// Items a list without a page size is expected to hold, for complexity: `stores` and
+/// `Product.stockLevels` (one per store).
+pub const UNPAGED_LIST_SIZE: usize = 20;
+
+/// Complexity of a connection field: its selection counts once per item of the page it may
+/// return (`first`, default 20, at most 100), so nested lists multiply.
+pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first
+        .unwrap_or(crate::domain::paging::DEFAULT_PAGE_SIZE)
+        .clamp(1, crate::domain::paging::MAX_PAGE_SIZE);
+    (items as usize)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
+}
+
+/// Complexity of a list field without a page size: [`UNPAGED_LIST_SIZE`] items.
+pub(crate) fn list_cost(child_complexity: usize) -> usize {
+    UNPAGED_LIST_SIZE
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
+}
+
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
 }

@@ -51,6 +51,7 @@ impl Product {
         self.0.updated_at
     }
     /// The product's stock in every store that carries it.
+    #[graphql(complexity = "super::list_cost(child_complexity)")]
     async fn stock_levels(&self, ctx: &Context<'_>) -> Result<Vec<StockLevel>> {
         let levels = loaders::levels_of(ctx, self.0.id).await?;
         Ok(levels.into_iter().map(StockLevel).collect())
@@ -137,6 +138,7 @@ impl ProductQuery {
     }
 
     /// Products in creation order, 20 per page by default, at most 100.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn products(
         &self,
         ctx: &Context<'_>,

@@ -189,6 +189,7 @@ impl ReservationQuery {
     }
 
     /// Reservations in creation order, 20 per page by default, at most 100.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn reservations(
         &self,
         ctx: &Context<'_>,

@@ -337,6 +337,7 @@ impl StockQuery {
     }
 
     /// Stock levels in creation order, 20 per page by default, at most 100.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn stock_levels(
         &self,
         ctx: &Context<'_>,
@@ -354,6 +355,7 @@ impl StockQuery {
     }
 
     /// Levels whose available stock is at or below their reorder point.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn low_stock(
         &self,
         ctx: &Context<'_>,

@@ -61,6 +61,7 @@ impl StoreQuery {
     }
 
     /// Every store, by id.
+    #[graphql(complexity = "super::list_cost(child_complexity)")]
     async fn stores(&self, ctx: &Context<'_>) -> Result<Vec<Store>> {
         Ok(stores::list(&state(ctx).db.conn)
             .await?

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
-use super::{HttpState, assets};
+use super::{HttpState, assets, browsers};
 use crate::error::AppError;
 use crate::graphql::auth::{ApiKeys, Principal, key_from_headers};
 use crate::graphql::events::SubscriptionSlots;
@@ -43,6 +43,15 @@ pub async fn post_graphql(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if !browsers::is_json_body(&headers) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::bad_input(
+                "send the request as JSON: content-type application/json (or \
+                 application/graphql-response+json)",
+            ),
+        );
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -72,10 +81,39 @@ pub async fn post_graphql(
     }
     if batched {
         let batch = async_graphql::BatchResponse::Batch(responses);
-        return GraphQLResponse::from(batch).into_response();
+        return bounded_json(&batch, state.max_response_bytes);
     }
     let response = responses.pop().unwrap_or_default();
-    GraphQLResponse::from(response).into_response()
+    bounded_json(&response, state.max_response_bytes)
+}
+
+/// Serializes a GraphQL response; one larger than `max_bytes` is replaced by an error that
+/// says so (the work is done, but the client is not sent more than the budget).
+fn bounded_json(response: &impl serde::Serialize, max_bytes: usize) -> Response {
+    let body = match serde_json::to_vec(response) {
+        Ok(body) => body,
+        Err(error) => {
+            let error = AppError::Internal(format!("serializing a response: {error}"));
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error);
+        }
+    };
+    if body.len() > max_bytes {
+        metrics::counter!("stockroom_responses_too_large_total").increment(1);
+        let error = AppError::bad_input(format!(
+            "response too large: {} bytes, at most {max_bytes} (--max-response-bytes); ask for \
+             fewer items or fields",
+            body.len()
+        ));
+        return error_response(StatusCode::OK, error);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/graphql-response+json",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Parses one request object, or a JSON array of at most `max_batch` of them.
@@ -110,11 +148,17 @@ async fn execute(
     request: async_graphql::Request,
     principal: Principal,
 ) -> async_graphql::Response {
-    let operation = metric_label(request.operation_name.as_deref());
+    let name = request.operation_name.clone();
     let started = Instant::now();
     let request =
         crate::graphql::loaders::attach_request_loaders(request.data(principal), &state.app.db);
     let response = async_graphql::Executor::execute(&state.schema, request).await;
+    // Only a document that validated names an operation it holds.
+    let operation = if crate::graphql::gateway::validated(&response) {
+        metric_label(name.as_deref())
+    } else {
+        "invalid".to_owned()
+    };
     let outcome = if response.is_ok() { "ok" } else { "error" };
     metrics::counter!("stockroom_graphql_requests_total", "operation" => operation.clone(), "outcome" => outcome)
         .increment(1);
@@ -174,6 +218,16 @@ pub async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !browsers::websocket_origin_allowed(&headers, &state.allowed_origins) {
+        tracing::warn!(
+            origin = header_text(&headers, "origin"),
+            "refused a WebSocket from another origin"
+        );
+        return error_response(
+            StatusCode::FORBIDDEN,
+            AppError::Forbidden("same-origin or an allowed origin (--cors-origins)"),
+        );
+    }
     let Some(protocol) = header_text(&headers, "sec-websocket-protocol").and_then(|offered| {
         offered
             .split(',')

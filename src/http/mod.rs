@@ -1,7 +1,8 @@
 //! The axum router: `/graphql`, `/graphql/ws`, playground, dashboard, health and metrics, with
-//! body-size, timeout, CORS and request-id layers.
+//! body-size, timeout, CORS, open-mode host and request-id layers.
 
 mod assets;
+mod browsers;
 mod graphql;
 mod status;
 
@@ -34,6 +35,10 @@ pub struct HttpLimits {
     pub max_batch: usize,
     /// Allowed CORS origins (`*` for any); empty allows none.
     pub cors_origins: Vec<String>,
+    /// Key that `/metrics` requires; unset: open.
+    pub metrics_key: Option<String>,
+    /// Largest serialized GraphQL response, in bytes.
+    pub max_response_bytes: usize,
 }
 
 impl HttpLimits {
@@ -53,6 +58,11 @@ impl HttpLimits {
             request_timeout: Duration::from_millis(settings.request_timeout_ms.max(100)),
             max_batch: settings.max_batch,
             cors_origins,
+            metrics_key: settings
+                .metrics_key
+                .clone()
+                .filter(|k| !k.trim().is_empty()),
+            max_response_bytes: settings.max_response_bytes.max(1024),
         }
     }
 }
@@ -66,6 +76,12 @@ pub struct HttpState {
     pub schema: Gateway,
     /// Most operations in a batched request.
     pub max_batch: usize,
+    /// Origins whose pages may open the WebSocket besides same-origin and loopback pages.
+    pub allowed_origins: std::sync::Arc<Vec<String>>,
+    /// Key that `/metrics` requires (an admin key is accepted too); unset: open.
+    pub metrics_key: Option<std::sync::Arc<str>>,
+    /// Largest serialized GraphQL response, in bytes.
+    pub max_response_bytes: usize,
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -97,6 +113,14 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
 
 /// Builds the router.
 pub fn router(app: AppState, schema: Gateway, limits: HttpLimits) -> Router {
+    let state = HttpState {
+        app,
+        schema,
+        max_batch: limits.max_batch,
+        allowed_origins: std::sync::Arc::new(limits.cors_origins.clone()),
+        metrics_key: limits.metrics_key.as_deref().map(std::sync::Arc::from),
+        max_response_bytes: limits.max_response_bytes,
+    };
     Router::new()
         .route(
             "/graphql",
@@ -114,13 +138,13 @@ pub fn router(app: AppState, schema: Gateway, limits: HttpLimits) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browsers::loopback_host_in_open_mode,
+        ))
         .layer(cors(&limits.cors_origins))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(HttpState {
-            app,
-            schema,
-            max_batch: limits.max_batch,
-        })
+        .with_state(state)
 }

@@ -2,12 +2,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use super::HttpState;
 use crate::events::outbox;
+use crate::graphql::auth::{Role, key_from_headers};
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz() -> &'static str {
@@ -43,8 +45,29 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<HttpState>) -> Response {
+/// `GET /metrics`: Prometheus text format. With `--metrics-key`, only for that key or an admin
+/// API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`).
+pub async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(required) = &state.metrics_key {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let presented = key_from_headers(text("authorization"), text("x-api-key"));
+        let metrics_key = presented
+            .as_deref()
+            .is_some_and(|k| bool::from(k.as_bytes().ct_eq(required.as_bytes())));
+        let admin = state
+            .app
+            .keys
+            .authenticate(presented.as_deref())
+            .is_ok_and(|p| p.role == Role::Admin && !state.app.keys.is_open());
+        if !(metrics_key || admin) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics needs the metrics key or an admin API key\n",
+            )
+                .into_response();
+        }
+    }
     let body = state
         .app
         .metrics

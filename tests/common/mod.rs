@@ -30,6 +30,9 @@ pub struct Options {
     pub database: Option<PathBuf>,
     /// Use this database URL (e.g. PostgreSQL) instead of a SQLite file.
     pub database_url: Option<String>,
+    /// Environment variables the harness would set, left unset instead (e.g. the API keys,
+    /// for the open mode).
+    pub unset: Vec<String>,
 }
 
 /// A running server; killed when dropped.
@@ -79,6 +82,9 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"));
         for (name, value) in &options.env {
             command.env(name, value);
+        }
+        for name in &options.unset {
+            command.env_remove(name);
         }
         let mut child = command.spawn().expect("start stockroom");
         let (url, banner) = wait_for_listening(&mut child, &log);
@@ -195,6 +201,19 @@ impl Client {
             response.status()
         );
         response.text().await.expect("response body")
+    }
+
+    /// Posts `query` with an `operationName`; returns the whole response body.
+    pub async fn http_post_with_operation(&self, query: &str, operation: &str) -> Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({ "query": query, "operationName": operation }));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("request sent");
+        response.json().await.expect("JSON response")
     }
 
     /// `data` of a request that must succeed.

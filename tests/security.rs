@@ -1,0 +1,431 @@
+//! Attacks a `read` key (or a web page, in the open first-run mode) could make: documents built
+//! to explode, list fan-out, cross-origin requests, DNS rebinding, configurations that would
+//! fail open, and the smaller leaks. Each is refused fast with a code, and the server keeps
+//! answering meanwhile.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::ws::{Item, TRANSPORT_WS, WsClient, ws_url};
+use common::*;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// N fragments, each spreading the next twice: about 40 bytes per fragment, 2^N fields.
+fn fragment_bomb(n: usize) -> String {
+    let mut query = String::from("query Bomb { ...f0 }");
+    for i in 0..n {
+        query += &format!(" fragment f{i} on Query {{ ...f{j} ...f{j} }}", j = i + 1);
+    }
+    query += &format!(" fragment f{n} on Query {{ health {{ version }} }}");
+    query
+}
+
+/// Nested lists inside the depth and field limits whose rows multiply.
+const FAN_OUT: &str = "{ products(first: 100) { edges { node { stockLevels { product {
+  stockLevels { product { stockLevels { product { stockLevels { quantity } } } } } } } } } } }";
+
+/// A refusal that must come back quickly: (elapsed, code, message).
+async fn refused(client: &Client, query: &str) -> (Duration, String, String) {
+    let started = Instant::now();
+    let body = client.request(query, json!({})).await;
+    let elapsed = started.elapsed();
+    assert!(body["data"].is_null(), "refused before execution: {body}");
+    let error = &body["errors"][0];
+    (
+        elapsed,
+        error["extensions"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        error["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Polls `/healthz` until `done`; returns the slowest answer.
+async fn slowest_healthz(client: Client, done: tokio::sync::watch::Receiver<bool>) -> Duration {
+    let mut slowest = Duration::ZERO;
+    while !*done.borrow() {
+        let started = Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(5), client.get("/healthz"))
+            .await
+            .map(|r| r.status().as_u16());
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, Ok(200), "/healthz must keep answering");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    slowest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bombs_are_refused_by_their_size_before_anything_expands_them() {
+    let server = Server::start();
+    let admin = server.admin();
+    seed(&admin, "s1", "BOMB", 5).await;
+    let reader = server.client(Some(READ_KEY));
+    let (done_tx, done) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(slowest_healthz(server.client(None), done));
+
+    // 2^28 fields in about 1 KB: this froze the server before.
+    let bomb = fragment_bomb(28);
+    assert!(
+        bomb.len() < 1300,
+        "a kilobyte-sized document: {}",
+        bomb.len()
+    );
+    let (elapsed, code, message) = refused(&reader, &bomb).await;
+    assert_eq!(code, "BAD_USER_INPUT", "{message}");
+    assert!(message.contains("too many fields"), "{message}");
+    assert!(
+        message.contains("--max-fields"),
+        "names the limit: {message}"
+    );
+    assert!(elapsed < Duration::from_secs(2), "refused in {elapsed:?}");
+
+    let (_, code, message) = refused(&reader, FAN_OUT).await;
+    assert_eq!(code, "BAD_USER_INPUT", "{message}");
+    assert!(message.contains("too complex"), "{message}");
+    assert!(
+        message.contains("--max-complexity"),
+        "names the limit: {message}"
+    );
+
+    // Thirty aliases of the fan-out: still one fast refusal.
+    let aliased: String = (0..30)
+        .map(|i| format!("a{i}: products(first: 100) {{ edges {{ node {{ stockLevels {{ product {{ stockLevels {{ quantity }} }} }} }} }} }} "))
+        .collect();
+    let (_, code, message) = refused(&reader, &format!("{{ {aliased} }}")).await;
+    assert_eq!(code, "BAD_USER_INPUT", "{message}");
+
+    let (_, code, message) = refused(
+        &reader,
+        "{ ...a } fragment a on Query { ...b } fragment b on Query { ...a }",
+    )
+    .await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert!(message.contains("fragment cycle"), "{message}");
+
+    // The same bomb over the WebSocket gets an `error` for its id.
+    let mut socket = WsClient::open(&server.url, READ_KEY).await;
+    socket
+        .subscribe(
+            "bomb",
+            &fragment_bomb(28).replace("query Bomb", "subscription Bomb"),
+            json!({}),
+        )
+        .await;
+    match socket.item("bomb", Duration::from_secs(5)).await {
+        Ok(Item::Error(errors)) | Ok(Item::Next(errors)) => {
+            assert!(errors.to_string().contains("too many fields"), "{errors}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    done_tx.send(true).expect("stop the watcher");
+    let slowest = watcher.await.expect("watcher");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "/healthz took {slowest:?}"
+    );
+
+    // Ordinary pages with lists still pass.
+    reader
+        .data(
+            "{ products(first: 100) { edges { node { name stockLevels { quantity store { name } } } } } }",
+            json!({}),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn responses_over_the_byte_budget_are_refused() {
+    let server = Server::start_with(Options {
+        env: vec![("STOCKROOM_MAX_RESPONSE_BYTES".into(), "2048".into())],
+        ..Default::default()
+    });
+    let admin = server.admin();
+    for i in 0..30 {
+        create_product(&admin, &format!("SKU-{i:03}")).await;
+    }
+    let body = admin
+        .request(
+            "{ products(first: 30) { edges { node { id sku name price } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("response too large"), "{message}");
+    admin
+        .data(
+            "{ products(first: 2) { edges { node { sku } } } }",
+            json!({}),
+        )
+        .await;
+}
+
+/// A server in the first-run mode: no keys, on loopback.
+fn open_server() -> Server {
+    Server::start_with(Options {
+        unset: vec!["STOCKROOM_API_KEYS".into()],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn open_mode_cannot_be_driven_by_a_web_page() {
+    let server = open_server();
+    let http = reqwest::Client::new();
+    let query =
+        r#"{"query":"mutation { createStore(input: {id: \"evil\", name: \"evil\"}) { id } }"}"#;
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut request = http.post(format!("{}/graphql", server.url)).body(query);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("POST");
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        let body: Value = response.json().await.expect("JSON error");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    }
+    // DNS rebinding: the page's own name reaches the loopback server.
+    let rebound = http
+        .post(format!("{}/graphql", server.url))
+        .header("host", "evil.example:8000")
+        .header("content-type", "application/json")
+        .body(query)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(rebound.status().as_u16(), 403);
+    // A foreign page's WebSocket.
+    let mut request = ws_url(&server.url).into_client_request().expect("request");
+    let headers = request.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(TRANSPORT_WS),
+    );
+    headers.insert("origin", HeaderValue::from_static("https://evil.example"));
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 403)
+        }
+        other => panic!("a foreign origin's WebSocket must be refused: {other:?}"),
+    }
+    // Nothing was created; the local client still works.
+    let local = server.client(None);
+    let stores = local.data("{ stores { id } }", json!({})).await;
+    assert_eq!(stores["stores"], json!([]));
+    let mut socket = WsClient::connect(&server.url, TRANSPORT_WS).await;
+    socket
+        .init(json!({}))
+        .await
+        .expect("a client without Origin is served");
+}
+
+/// Starts the binary with `args` and the keys unset; returns (exit code, stderr) once it
+/// stops, or `None` if it was still running after 3 s (it started).
+fn start_with_args(args: &[&str]) -> Option<(i32, String)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .arg("serve")
+        .args(args)
+        .env("STOCKROOM_LISTEN", "127.0.0.1:0")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display()),
+        )
+        .env_remove("STOCKROOM_API_KEYS")
+        .env_remove("STOCKROOM_API_KEYS_FILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start stockroom");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut stderr)
+                .expect("read stderr");
+            return Some((status.code().unwrap_or(-1), stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn key_configuration_fails_closed_and_names_the_line() {
+    for keys in ["", " , "] {
+        let (code, stderr) = start_with_args(&["--api-keys", keys]).expect("refuses to start");
+        assert_ne!(code, 0);
+        assert!(stderr.contains("holds no key"), "{stderr}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("key file");
+        path.display().to_string()
+    };
+    let empty = file("empty", "# nothing here\n\n");
+    let (_, stderr) = start_with_args(&["--api-keys-file", &empty]).expect("refuses");
+    assert!(stderr.contains("holds no key"), "{stderr}");
+
+    let twice = file(
+        "twice",
+        "admin:key-one-123\n# a comment\nread:key-one-123\n",
+    );
+    let (_, stderr) = start_with_args(&["--api-keys-file", &twice]).expect("refuses");
+    assert!(stderr.contains("twice line 3"), "names the line: {stderr}");
+    assert!(stderr.contains("another role"), "{stderr}");
+
+    let spaced = file("spaced", "admin:key with space\n");
+    let (_, stderr) = start_with_args(&["--api-keys-file", &spaced]).expect("refuses");
+    assert!(stderr.contains("spaced line 1"), "{stderr}");
+    assert!(stderr.contains("whitespace"), "{stderr}");
+
+    let across = file("across", "read:admin-key-0001\n");
+    let (_, stderr) = start_with_args(&[
+        "--api-keys",
+        "admin:admin-key-0001",
+        "--api-keys-file",
+        &across,
+    ])
+    .expect("refuses a key given two roles across flag and file");
+    assert!(stderr.contains("another role"), "{stderr}");
+
+    let commented = file(
+        "commented",
+        "# operations\nadmin:admin-key-0001 # the ops team\n\nread:read-key-0001\n",
+    );
+    assert!(
+        start_with_args(&["--api-keys-file", &commented]).is_none(),
+        "comments and blank lines are allowed"
+    );
+}
+
+#[tokio::test]
+async fn a_key_file_with_comments_authenticates_its_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keys");
+    std::fs::write(
+        &path,
+        "# ops\nadmin:file-admin-01 # the ops team\nread:file-read-001\n",
+    )
+    .expect("key file");
+    let server = Server::start_with(Options {
+        env: vec![("STOCKROOM_API_KEYS_FILE".into(), path.display().to_string())],
+        unset: vec!["STOCKROOM_API_KEYS".into()],
+        ..Default::default()
+    });
+    server
+        .client(Some("file-admin-01"))
+        .data(
+            r#"mutation { createStore(input: {id: "s", name: "s"}) { id } }"#,
+            json!({}),
+        )
+        .await;
+    let reader = server.client(Some("file-read-001"));
+    assert_eq!(
+        reader
+            .error_code(
+                r#"mutation { createStore(input: {id: "t", name: "t"}) { id } }"#,
+                json!({})
+            )
+            .await,
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        server
+            .client(Some("file-admin-01 # the ops team"))
+            .error_code("{ stores { id } }", json!({}))
+            .await,
+        "UNAUTHENTICATED",
+        "the comment is not part of the key"
+    );
+}
+
+async fn metrics_text(server: &Server, key: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(format!("{}/metrics", server.url));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.expect("GET /metrics");
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_key_and_only_name_operations_that_exist() {
+    let server = Server::start_with(Options {
+        env: vec![("STOCKROOM_METRICS_KEY".into(), "scrape-key-0001".into())],
+        ..Default::default()
+    });
+    let reader = server.client(Some(READ_KEY));
+    let body = reader
+        .http_post_with_operation("query Real { stores { id } }", "NotInTheDocument")
+        .await;
+    assert!(body["errors"].is_array(), "{body}");
+    reader
+        .http_post_with_operation("query Real { stores { id } }", "Real")
+        .await;
+    assert_eq!(metrics_text(&server, None).await.0, 401);
+    assert_eq!(metrics_text(&server, Some(READ_KEY)).await.0, 401);
+    assert_eq!(metrics_text(&server, Some(ADMIN_KEY)).await.0, 200);
+    let (status, text) = metrics_text(&server, Some("scrape-key-0001")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains(r#"operation="Real""#), "{text}");
+    assert!(
+        !text.contains("NotInTheDocument"),
+        "an absent operation name became a label"
+    );
+}
+
+#[tokio::test]
+async fn without_introspection_errors_suggest_no_field_names() {
+    let server = Server::start_with(Options {
+        env: vec![("STOCKROOM_INTROSPECTION".into(), "false".into())],
+        ..Default::default()
+    });
+    let body = server
+        .admin()
+        .request("{ prodcts { edges { node { id } } } }", json!({}))
+        .await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("prodcts"), "{message}");
+    assert!(!message.contains("Did you mean"), "{message}");
+}
+
+#[test]
+fn help_does_not_print_secrets_from_the_environment() {
+    let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .arg("--help")
+        .env(
+            "DATABASE_URL",
+            "postgres://app:db-secret-pw@db.example/inventory",
+        )
+        .env("REDIS_URL", "redis://:redis-secret-pw@cache.example:6379")
+        .env("STOCKROOM_METRICS_KEY", "metrics-secret")
+        .output()
+        .expect("stockroom --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--database-url"), "{help}");
+    for secret in ["db-secret-pw", "redis-secret-pw", "metrics-secret"] {
+        assert!(!help.contains(secret), "--help prints {secret}");
+    }
+}
