@@ -1,4 +1,4 @@
-//! One application error type; each variant maps to an `extensions.code` of `API.md`.
+//! One application error type; each variant maps to an `extensions.code` of `docs/API.md`.
 
 use sea_orm::DbErr;
 

@@ -57,7 +57,7 @@ impl InventoryEvent {
     async fn product_id(&self) -> Option<Uuid> {
         self.0.product_id
     }
-    /// Post-change state; see API.md for the fields of each type.
+    /// Post-change state; see docs/API.md (Events) for the fields of each type.
     async fn payload(&self) -> Json<serde_json::Value> {
         Json(self.0.payload.clone())
     }
