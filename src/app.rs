@@ -266,6 +266,11 @@ impl Service {
 /// in-flight requests finish (bounded), end subscriptions, flush the relay, exit.
 pub async fn serve(settings: Settings) -> Result<(), StartupError> {
     let service = build(&settings).await?;
+    let limits = crate::http::server::ConnectionLimits {
+        max_connections: crate::http::server::connection_cap(settings.max_connections.max(1)),
+        max_per_address: settings.max_connections_per_address,
+        header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms.max(100)),
+    };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| startup("binding --listen")(&e))?;
@@ -277,22 +282,14 @@ pub async fn serve(settings: Settings) -> Result<(), StartupError> {
 
     let shutdown = service.shutdown.clone();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    // Small writes (GraphQL answers, subscription events) go out at once: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, service.router.clone())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let grace = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = server => result.map_err(|e| startup("serving")(&e))?,
-        _ = grace => tracing::warn!("connections still open after the grace period; closing them"),
-    }
+    crate::http::server::serve(
+        listener,
+        service.router.clone(),
+        limits,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
     service.stop_background().await;
     tracing::info!("stopped");
     Ok(())

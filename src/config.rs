@@ -260,6 +260,36 @@ pub struct Settings {
     )]
     pub max_page_size: i32,
 
+    /// Most HTTP connections open at once (WebSockets included); never more than the
+    /// open-files limit (raised to its hard limit at start) less 128.
+    #[arg(
+        long,
+        env = "STOCKROOM_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub max_connections: usize,
+
+    /// Most connections open at once from one client address; 0: no per-address cap (set 0
+    /// behind a reverse proxy, where every client shares the proxy's address).
+    #[arg(
+        long,
+        env = "STOCKROOM_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256,
+        global = true
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Longest wait for a complete request head, in milliseconds: on a new connection
+    /// (including a WebSocket handshake) and on a keep-alive connection between requests.
+    #[arg(
+        long,
+        env = "STOCKROOM_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub header_read_timeout_ms: u64,
+
     /// Largest request body, in bytes.
     #[arg(long, env = "STOCKROOM_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
     pub max_body_bytes: usize,

@@ -9,6 +9,9 @@
 //! cargo run --release -p stockroom-bench -- fanout --subscribers 1000 --rate 1000
 //! ```
 //!
+//! `slowloris` (see [`slowloris`]) measures a client's request latency while 1,100 connections
+//! that never finish their request head hold a server limited to 1,024 open files.
+//!
 //! `fanout` (see [`fanout`]) opens `--subscribers` `inventoryEvents` subscriptions over
 //! WebSocket, writes `--rate` events per second, and compares delivery with a raw WebSocket
 //! broadcaster inside the bench.
@@ -21,6 +24,7 @@ mod redis_util;
 mod report;
 mod scenarios;
 mod server;
+mod slowloris;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,12 +35,13 @@ use serde_json::json;
 use scenarios::Context;
 
 /// Every scenario, in the default order.
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "hot-reserve",
     "spread-reserve",
     "dashboard-reads",
     "relay-drain",
     "fanout",
+    "slowloris",
 ];
 
 /// Command-line options.
@@ -160,6 +165,7 @@ async fn run(args: Args) -> Result<(), String> {
             "dashboard-reads" => scenarios::dashboard(&ctx).await,
             "relay-drain" => scenarios::relay_drain(&ctx).await,
             "fanout" => fanout::fanout(&ctx).await,
+            "slowloris" => slowloris::slowloris(&ctx).await,
             other => Err(format!("no such scenario {other:?}")),
         };
         match outcome {

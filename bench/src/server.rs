@@ -33,6 +33,8 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     /// Keep the server's stderr lines (for counting SQL statements).
     pub capture_stderr: bool,
+    /// Run the server with this open-files limit (soft and hard), through `prlimit`.
+    pub open_files: Option<u64>,
 }
 
 impl Launch {
@@ -45,6 +47,7 @@ impl Launch {
             stream: None,
             env: Vec::new(),
             capture_stderr: false,
+            open_files: None,
         }
     }
 }
@@ -70,7 +73,17 @@ pub struct Server {
 impl Server {
     /// Starts the server and waits (at most 30 s) for its `listening on http://ADDR` line.
     pub async fn start(launch: &Launch) -> BenchResult<Server> {
-        let mut command = Command::new(&launch.binary);
+        let mut command = match launch.open_files {
+            Some(limit) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(&launch.binary);
+                command
+            }
+            None => Command::new(&launch.binary),
+        };
         command
             .arg("serve")
             .arg("--listen")

@@ -133,8 +133,12 @@ pub(crate) fn validate(input: &Reserve) -> AppResult<Duration> {
             "at most {MAX_BATCH_LINES} lines per batch"
         )));
     }
+    let mut total: i32 = 0;
     for line in &input.lines {
         positive("quantity", line.quantity)?;
+        total = total.checked_add(line.quantity).ok_or_else(|| {
+            AppError::bad_input(format!("the lines' quantities add up past {}", i32::MAX))
+        })?;
     }
     optional_text("customerId", input.customer_id.clone(), 200)?;
     ttl(input.ttl_seconds)

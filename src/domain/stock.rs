@@ -357,11 +357,14 @@ pub async fn adjust(
     }
     let delta = input.delta;
     let change = if delta < 0 {
+        let units = delta.checked_neg().ok_or_else(|| {
+            AppError::bad_input(format!("delta must be greater than {}", i32::MIN))
+        })?;
         change_level(
             conn,
             &input.key,
             input.expected_version,
-            take_available(-delta),
+            take_available(units),
         )
         .await?
     } else {

@@ -215,6 +215,7 @@ fn key_from_init(payload: &serde_json::Value) -> Option<String> {
 /// `GET /graphql/ws`: `graphql-transport-ws` (and legacy `graphql-ws`).
 pub async fn websocket(
     State(state): State<HttpState>,
+    slot: Option<axum::Extension<Arc<super::server::ConnectionSlot>>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -247,7 +248,11 @@ pub async fn websocket(
         // message) keeps an idle connection at a few KiB instead of 128 KiB.
         .read_buffer_size(8 * 1024)
         .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| serve_socket(socket, state, protocol))
+        .on_upgrade(move |socket| async move {
+            // The connection keeps its place under the connection caps while the socket is open.
+            let _slot = slot;
+            serve_socket(socket, state, protocol).await
+        })
 }
 
 /// How the `connection_init` went, seen from outside async-graphql's state machine.

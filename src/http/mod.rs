@@ -4,6 +4,7 @@
 mod assets;
 mod browsers;
 mod graphql;
+pub mod server;
 mod status;
 
 use std::time::Duration;

@@ -33,6 +33,8 @@ pub struct Options {
     /// Environment variables the harness would set, left unset instead (e.g. the API keys,
     /// for the open mode).
     pub unset: Vec<String>,
+    /// Run the server with this open-files limit (soft and hard), through `prlimit`.
+    pub open_files: Option<u64>,
 }
 
 /// A running server; killed when dropped.
@@ -63,7 +65,17 @@ impl Server {
             .clone()
             .unwrap_or_else(|| dir.path().join("stockroom.db"));
         let log = dir.path().join("server.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stockroom"));
+        let mut command = match options.open_files {
+            Some(limit) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_stockroom"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_stockroom")),
+        };
         command
             .arg("serve")
             .env("STOCKROOM_LISTEN", "127.0.0.1:0")
