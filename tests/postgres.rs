@@ -47,6 +47,11 @@ async fn concurrent_reservations_never_oversell_on_postgres() {
     let server = Server::start_with(on_postgres(url.clone()));
     let admin = server.admin();
     let p = seed(&admin, "hot", "PG-HOT", 20).await;
+    assert_eq!(
+        rows_in(&url, "products").await,
+        1,
+        "the server writes to PostgreSQL, not to a SQLite file"
+    );
     let (won, refused) = race_for_one_unit(vec![admin.clone(); 80], &p, "hot").await;
     assert_eq!(refused, 60);
     assert_eq!(won, 20);
@@ -196,5 +201,103 @@ async fn migration_5_moves_delivery_state_and_back_on_postgres() {
         "the wide table has its state back"
     );
     db.close().await.expect("close");
+    drop_database(&url).await;
+}
+
+/// Rows in `table` of the database at `url`.
+async fn rows_in(url: &str, table: &str) -> i64 {
+    let db = Database::connect(url).await.expect("PostgreSQL");
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT count(*) FROM {table}"),
+        ))
+        .await
+        .expect("count")
+        .expect("a row");
+    row.try_get_by_index(0).expect("count")
+}
+
+/// Makes new sessions of the database read-only (or writable again) and ends the current ones,
+/// as a failover to a standby would.
+async fn set_read_only(url: &str, read_only: bool) {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    let admin = Database::connect(ADMIN_URL).await.expect("PostgreSQL");
+    let setting = if read_only {
+        format!("ALTER DATABASE {name} SET default_transaction_read_only = on")
+    } else {
+        format!("ALTER DATABASE {name} RESET default_transaction_read_only")
+    };
+    admin
+        .execute_unprepared(&setting)
+        .await
+        .expect("alter database");
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .expect("end sessions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_refuses_writes_then_recovers_on_postgres() {
+    let url = fresh_database().await;
+    let server = Server::start_with(on_postgres(url.clone()));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "PG-RO", 100).await;
+    let adjust = "mutation($p: UUID!) {
+      adjustStock(input: {productId: $p, storeId: \"s1\", delta: 1}) { quantity } }";
+    let reserve = "mutation($p: UUID!) {
+      reserveStock(input: {productId: $p, storeId: \"s1\", quantity: 1}) { id } }";
+
+    set_read_only(&url, true).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut refusals = 0;
+    for query in [adjust, reserve].iter().cycle().take(20) {
+        let body = admin.request(query, json!({ "p": p })).await;
+        let code = body["errors"][0]["extensions"]["code"].as_str();
+        // Sessions ended under the server may cost a request or two a reconnect; after that,
+        // every write must say the storage is unavailable.
+        if code == Some("STORAGE_UNAVAILABLE") {
+            refusals += 1;
+        } else {
+            assert!(
+                code.is_some(),
+                "a write succeeded on a read-only database: {body}"
+            );
+        }
+        assert!(std::time::Instant::now() < deadline);
+    }
+    assert!(
+        refusals >= 15,
+        "refusals say the storage is unavailable: {refusals} of 20"
+    );
+    let response = admin.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("readyz");
+    assert_eq!(body["database"], "failing", "{body}");
+    let now = level(&admin, &p, "s1").await;
+    assert_eq!(
+        (now["quantity"].as_i64(), now["reserved"].as_i64()),
+        (Some(100), Some(0))
+    );
+
+    set_read_only(&url, false).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while admin.get("/readyz").await.status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for query in [adjust, reserve] {
+        admin.data(query, json!({ "p": p })).await;
+    }
+    let now = level(&admin, &p, "s1").await;
+    assert_eq!(
+        (now["quantity"].as_i64(), now["reserved"].as_i64()),
+        (Some(101), Some(1))
+    );
+    drop(server);
     drop_database(&url).await;
 }

@@ -81,7 +81,10 @@ impl Server {
             .env("STOCKROOM_LISTEN", "127.0.0.1:0")
             .env(
                 "DATABASE_URL",
-                format!("sqlite://{}?mode=rwc", database.display()),
+                options
+                    .database_url
+                    .clone()
+                    .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", database.display())),
             )
             .env(
                 "STOCKROOM_API_KEYS",
