@@ -429,3 +429,75 @@ fn help_does_not_print_secrets_from_the_environment() {
         assert!(!help.contains(secret), "--help prints {secret}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_time_is_cancelled_not_finished_in_the_background() {
+    // Limits opened wide so that only the timeout stands in the way of a heavy request.
+    let server = Server::start_with(Options {
+        env: vec![
+            ("STOCKROOM_REQUEST_TIMEOUT_MS".into(), "200".into()),
+            ("STOCKROOM_MAX_COMPLEXITY".into(), "1000000000".into()),
+            ("STOCKROOM_MAX_RESPONSE_BYTES".into(), "1000000000".into()),
+        ],
+        ..Default::default()
+    });
+    let admin = server.admin();
+    for s in 0..10 {
+        create_store(&admin, &format!("s{s}")).await;
+    }
+    let seeders: Vec<_> = (0..4)
+        .map(|worker| {
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                for i in (worker..100).step_by(4) {
+                    let product = create_product(&admin, &format!("HEAVY-{i:03}")).await;
+                    for s in 0..10 {
+                        init_stock(&admin, &product, &format!("s{s}"), 5, 0).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for seeder in seeders {
+        seeder.await.expect("seeding");
+    }
+    // 100 products × 10 levels × 10 × 10: a hundred thousand levels to resolve.
+    let heavy = "query Heavy { products(first: 100) { edges { node { stockLevels { product {
+      stockLevels { product { stockLevels { quantity } } } } } } } } }";
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{}/graphql", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({ "query": heavy }))
+        .send()
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(
+        status,
+        408,
+        "the request is stopped at its time: {:?} {}",
+        started.elapsed(),
+        &body[..body.len().min(300)]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.admin().get("/healthz").await.status(), 200);
+    // Had the work gone on in the background, it would finish and count itself here.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, metrics) = metrics_text(&server, None).await;
+    assert!(
+        !metrics.contains(r#"operation="Heavy""#),
+        "the cancelled request finished anyway:\n{metrics}"
+    );
+    // A request within its time still counts, so the check above could see it.
+    admin
+        .http_post_with_operation("query Light { stores { id } }", "Light")
+        .await;
+    let (_, metrics) = metrics_text(&server, None).await;
+    assert!(metrics.contains(r#"operation="Light""#), "{metrics}");
+}

@@ -152,6 +152,14 @@ fn unique<T: Eq + std::hash::Hash + Clone>(items: impl Iterator<Item = T>) -> Ve
     items.filter(|i| seen.insert(i.clone())).collect()
 }
 
+/// Spends one unit of the task's cooperative budget, yielding when it runs out. A loader hit
+/// from the request's cache is ready at once, so a large nested selection could otherwise
+/// resolve in one long poll that neither yields to other requests nor lets the request timeout
+/// fire; every nested object passes through here.
+async fn take_turn() {
+    tokio::task::consume_budget().await;
+}
+
 /// Per-request loader types (cached for one request).
 type Cached<T> = DataLoader<T, async_graphql::dataloader::HashMapCache>;
 
@@ -160,6 +168,7 @@ pub async fn product(
     ctx: &async_graphql::Context<'_>,
     id: Uuid,
 ) -> async_graphql::Result<Option<product::Model>> {
+    take_turn().await;
     match ctx.data_opt::<Cached<ProductLoader>>() {
         Some(loader) => loader.load_one(id).await,
         None => {
@@ -175,6 +184,7 @@ pub async fn store(
     ctx: &async_graphql::Context<'_>,
     id: String,
 ) -> async_graphql::Result<Option<store::Model>> {
+    take_turn().await;
     match ctx.data_opt::<Cached<StoreLoader>>() {
         Some(loader) => loader.load_one(id).await,
         None => {
@@ -190,6 +200,7 @@ pub async fn levels_of(
     ctx: &async_graphql::Context<'_>,
     id: Uuid,
 ) -> async_graphql::Result<Vec<stock_level::Model>> {
+    take_turn().await;
     let levels = match ctx.data_opt::<Cached<LevelsByProductLoader>>() {
         Some(loader) => loader.load_one(id).await?,
         None => {

@@ -87,25 +87,47 @@ pub async fn post_graphql(
     bounded_json(&response, state.max_response_bytes)
 }
 
+/// A buffer that refuses to grow past its budget, so serialization stops there.
+struct CappedBuffer {
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for CappedBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + data.len() > self.max {
+            return Err(std::io::Error::other("over the response budget"));
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Serializes a GraphQL response; one larger than `max_bytes` is replaced by an error that
-/// says so (the work is done, but the client is not sent more than the budget).
+/// says so. Serialization stops at the budget: the client is never sent, and the server never
+/// buffers, more than that.
 fn bounded_json(response: &impl serde::Serialize, max_bytes: usize) -> Response {
-    let body = match serde_json::to_vec(response) {
-        Ok(body) => body,
-        Err(error) => {
+    let mut buffer = CappedBuffer {
+        bytes: Vec::new(),
+        max: max_bytes,
+    };
+    if let Err(error) = serde_json::to_writer(&mut buffer, response) {
+        if !error.is_io() {
             let error = AppError::Internal(format!("serializing a response: {error}"));
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, error);
         }
-    };
-    if body.len() > max_bytes {
         metrics::counter!("stockroom_responses_too_large_total").increment(1);
         let error = AppError::bad_input(format!(
-            "response too large: {} bytes, at most {max_bytes} (--max-response-bytes); ask for \
-             fewer items or fields",
-            body.len()
+            "response too large: more than {max_bytes} bytes (--max-response-bytes); ask for \
+             fewer items or fields"
         ));
         return error_response(StatusCode::OK, error);
     }
+    let body = buffer.bytes;
     (
         [(
             axum::http::header::CONTENT_TYPE,
