@@ -34,6 +34,8 @@ pub struct AppState {
     pub reservations: Option<crate::domain::batching::ReservationBatcher>,
     /// Configured API keys.
     pub keys: ApiKeys,
+    /// What `redriveEvents` tells this process's relay.
+    pub relay: relay::RelayHandle,
     /// Prometheus renderer, when this process installed the recorder.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -209,11 +211,13 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     if settings.group_commit && settings.is_sqlite() {
         db = db.with_group_commit(settings.group_commit_max);
     }
+    let relay_handle = relay::RelayHandle::default();
     let relay = relay::spawn(
         db.clone(),
         broker.clone(),
         relay_config,
         committed.clone(),
+        &relay_handle,
         background.clone(),
     );
     let sweeper = spawn_sweeper(db.clone(), settings, background.clone());
@@ -228,6 +232,7 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         websocket,
         reservations,
         keys,
+        relay: relay_handle,
         metrics,
     };
     let limits = limits(settings);

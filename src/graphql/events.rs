@@ -16,7 +16,7 @@ use crate::domain::paging;
 use crate::error::AppError;
 use crate::events::broker::{Envelope, entry_id, parse_entry_id};
 use crate::events::outbox::{EventSelector, read_log};
-use crate::events::{relay, types};
+use crate::events::types;
 
 /// One entry of the event log.
 pub struct InventoryEvent(pub Envelope);
@@ -160,7 +160,8 @@ impl EventMutation {
     /// Returns how many were redriven.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn redrive_events(&self, ctx: &Context<'_>, ids: Option<Vec<Uuid>>) -> Result<i32> {
-        let count = relay::redrive_events(&state(ctx).db, ids).await?;
+        let app = state(ctx);
+        let count = app.relay.redrive_events(&app.db, ids).await?;
         Ok(count.min(i32::MAX as u64) as i32)
     }
 }

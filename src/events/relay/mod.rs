@@ -1,0 +1,287 @@
+//! The outbox relay: gives events their positions, publishes them in order, retries, dead-letters.
+//! This file is the loop (rounds, backoff, wake-ups, the broker watch); `lease` holds the one
+//! relay per database, `positions` gives positions, `outcomes` publishes batches and records what
+//! the broker said, `redrive` puts dead events back.
+//!
+//! One relay publishes per database at a time: it holds a lease row that it renews while alive;
+//! another process takes the lease over once it expires.
+
+mod lease;
+mod outcomes;
+mod positions;
+mod redrive;
+
+pub use redrive::redrive;
+
+use outcomes::rejection;
+use positions::{Waiting, position_range};
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::Rng;
+use sea_orm::DbErr;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken as Shutdown;
+use uuid::Uuid;
+
+use super::broker::{Broker, Delivery, Outgoing};
+use crate::db::Db;
+use crate::error::AppError;
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Most events positioned and published per round.
+    pub batch: u64,
+    /// Fallback poll interval.
+    pub poll: Duration,
+    /// First retry delay after a broker failure.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
+    /// Attempts before an event the broker rejects is marked dead.
+    pub max_attempts: i32,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+}
+
+/// What the rest of the process holds of the relay: a `redriveEvents` here (after its commit)
+/// tells it to read the redriven events first, before positioning new ones that would overtake
+/// them.
+#[derive(Clone, Default)]
+pub struct RelayHandle {
+    redriven: Arc<std::sync::atomic::AtomicBool>,
+}
+/// Batches one round publishes before the loop looks at shutdown and wake-ups again.
+const ROUND_BATCHES: usize = 64;
+/// Batches the final flush at shutdown publishes at most.
+const SHUTDOWN_BATCHES: usize = 8;
+
+/// Everything the relay loop works with.
+struct Worker {
+    /// Until when this process is known to hold the lease without asking the database.
+    held_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Whether positioned but unpublished events may be waiting: at start (another process or
+    /// a crash may have left some), after a failed round, after a round that stopped with
+    /// positioned batches in hand, or while the lease was elsewhere. While false, a round skips
+    /// looking for them, except once per poll interval (a `redriveEvents`, from any process,
+    /// makes some).
+    leftovers: std::sync::atomic::AtomicBool,
+    /// When a round last looked for leftovers.
+    leftovers_seen: std::sync::Mutex<std::time::Instant>,
+    db: Db,
+    broker: Arc<dyn Broker>,
+    config: RelayConfig,
+    holder: String,
+    wake: Arc<Notify>,
+    redriven: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Starts the relay task (the loop and the broker watch); `wake` is notified by every commit
+/// that appended events, `handle` by `redriveEvents`. It runs until `shutdown` fires, then
+/// flushes once more.
+pub fn spawn(
+    db: Db,
+    broker: Arc<dyn Broker>,
+    config: RelayConfig,
+    wake: Arc<Notify>,
+    handle: &RelayHandle,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let worker = Worker {
+        held_until: std::sync::Mutex::new(None),
+        leftovers: std::sync::atomic::AtomicBool::new(true),
+        leftovers_seen: std::sync::Mutex::new(std::time::Instant::now()),
+        db,
+        broker,
+        config,
+        holder: Uuid::new_v4().to_string(),
+        wake,
+        redriven: handle.redriven.clone(),
+    };
+    let watch = watch(
+        worker.db.conn.clone(),
+        worker.broker.clone(),
+        shutdown.clone(),
+    );
+    tokio::spawn(async move {
+        tokio::join!(watch, worker.run(shutdown));
+    })
+}
+
+/// Once a second, off the relay's path: asks the broker whether it is up (for `/readyz` on every
+/// process, lease holder or not) and refreshes the outbox gauges.
+async fn watch(conn: sea_orm::DatabaseConnection, broker: Arc<dyn Broker>, shutdown: Shutdown) {
+    loop {
+        broker.ping().await;
+        match super::outbox::figures(&conn).await {
+            Ok(figures) => {
+                metrics::gauge!("stockroom_outbox_pending").set(figures.pending as f64);
+                metrics::gauge!("stockroom_outbox_dead").set(figures.dead as f64);
+            }
+            Err(error) => tracing::warn!(%error, "could not read the outbox figures"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl Worker {
+    async fn run(self, shutdown: Shutdown) {
+        let mut failures: u32 = 0;
+        let mut committed = Waiting::Unknown;
+        loop {
+            let delay = match self.round(ROUND_BATCHES, committed).await {
+                Ok(true) => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(false) => {
+                    failures = 0;
+                    self.config.poll
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    metrics::counter!("stockroom_relay_failures_total").increment(1);
+                    tracing::warn!(%error, failures, "relay round failed; backing off");
+                    self.backoff(failures)
+                }
+            };
+            committed = tokio::select! {
+                _ = self.wake.notified(), if failures == 0 => Waiting::Known,
+                _ = tokio::time::sleep(delay) => Waiting::Unknown,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        if let Err(error) = self.round(SHUTDOWN_BATCHES, Waiting::Unknown).await {
+            tracing::warn!(%error, "relay could not flush at shutdown");
+        }
+        self.release_lease().await;
+    }
+
+    /// Exponential backoff with full jitter, capped.
+    fn backoff(&self, failures: u32) -> Duration {
+        let base = self.config.backoff_base.as_millis() as u64;
+        let cap = self.config.backoff_cap.as_millis() as u64;
+        let ceiling = base
+            .saturating_mul(1u64 << failures.min(20))
+            .min(cap)
+            .max(1);
+        let jittered = rand::rng().random_range(ceiling / 2..=ceiling);
+        Duration::from_millis(jittered)
+    }
+
+    /// One round: publishes positioned events left over from before (see `leftovers`), then
+    /// positions new events and publishes them, batch after batch, until none are left or
+    /// `max_batches` went out. `Ok(true)` when more work is waiting.
+    async fn round(&self, max_batches: usize, waiting: Waiting) -> Result<bool, RelayError> {
+        if !self.hold_lease().await? {
+            self.leftovers.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        if self.look_for_leftovers() && !self.publish_leftovers(max_batches).await? {
+            return Ok(true);
+        }
+        self.publish_new(max_batches, waiting).await
+    }
+
+    /// Publishes positioned, unpublished events in position order, one batch at a time. True
+    /// when none are left.
+    async fn publish_leftovers(&self, max_batches: usize) -> Result<bool, RelayError> {
+        let mut last = None;
+        for _ in 0..max_batches {
+            let batch = self.positioned_after(last).await?;
+            if batch.is_empty() {
+                return Ok(true);
+            }
+            self.send(&batch).await?;
+            if (batch.len() as u64) < self.config.batch {
+                return Ok(true);
+            }
+            last = batch.last().map(|e| e.position);
+            if !self.hold_lease().await? {
+                return Ok(false);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Positions and publishes new events as a pipeline. While batch N goes to the broker,
+    /// batch N-1 is marked published, batch N+1 (positioned last time) is read, and batch N+2
+    /// is positioned. A batch goes out only after the one before it was confirmed; marking
+    /// published may trail, because a republish after a crash is refused as already there.
+    async fn publish_new(&self, max_batches: usize, waiting: Waiting) -> Result<bool, RelayError> {
+        let Some(first) = position_range(&self.db, self.config.batch, waiting).await? else {
+            self.leftovers.store(false, Ordering::Relaxed);
+            return Ok(false);
+        };
+        let mut current = self.read_range(Some(first)).await?;
+        let mut ahead = position_range(&self.db, self.config.batch, Waiting::Unknown).await?;
+        let mut previous: Option<(Vec<Outgoing>, Vec<Delivery>)> = None;
+        for _ in 0..max_batches {
+            if current.is_empty() {
+                match ahead.take() {
+                    Some(range) => current = self.read_range(Some(range)).await?,
+                    None => {
+                        self.record_previous(previous.take()).await?;
+                        self.leftovers.store(false, Ordering::Relaxed);
+                        return Ok(false);
+                    }
+                }
+            }
+            let (published, recorded, next, positioned) = tokio::join!(
+                self.publish(&current),
+                self.record_previous(previous.take()),
+                self.read_range(ahead.take()),
+                position_range(&self.db, self.config.batch, Waiting::Unknown),
+            );
+            recorded?;
+            let deliveries = published?;
+            if let Some(reason) = rejection(&deliveries) {
+                self.record(&current, &deliveries).await?;
+                return Err(RelayError::Broker(format!(
+                    "the broker rejected an event: {reason}"
+                )));
+            }
+            previous = Some((std::mem::take(&mut current), deliveries));
+            (current, ahead) = (next?, positioned?);
+            if !self.hold_lease().await? {
+                break;
+            }
+        }
+        // Stopped with positioned events in hand: they are found as leftovers next round.
+        self.record_previous(previous).await?;
+        Ok(true)
+    }
+
+    /// Whether this round reads positioned, unpublished events first (see `leftovers`). Until
+    /// the round ends well, leftovers are assumed.
+    fn look_for_leftovers(&self) -> bool {
+        let flagged = self.leftovers.swap(true, Ordering::Relaxed)
+            | self.redriven.swap(false, Ordering::AcqRel);
+        let mut seen = self
+            .leftovers_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due = seen.elapsed() >= self.config.poll;
+        if flagged || due {
+            *seen = std::time::Instant::now();
+        }
+        flagged || due
+    }
+}
+
+/// Why a relay round failed.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
+    #[error("{0}")]
+    App(#[from] AppError),
+    #[error("broker: {0}")]
+    Broker(String),
+}
