@@ -8,48 +8,18 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::ApiKeys;
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::domain::reservations;
 use crate::events::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::events::feed::Feed;
 use crate::events::relay::{self, RelayConfig};
-use crate::graphql::{self, auth::ApiKeys};
+use crate::graphql;
+use crate::state::AppState;
 
 /// How long shutdown waits for in-flight requests and connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Shared services, cloned into every request.
-#[derive(Clone)]
-pub struct AppState {
-    /// Database pool and write helper.
-    pub db: Db,
-    /// The broker the relay publishes to.
-    pub broker: Arc<dyn Broker>,
-    /// The live event feed.
-    pub feed: Feed,
-    /// Limits of GraphQL WebSocket connections.
-    pub websocket: crate::config::WebSocketLimits,
-    /// Combines concurrent single-line reservations into one write, when enabled.
-    pub reservations: Option<crate::domain::batching::ReservationBatcher>,
-    /// Configured API keys.
-    pub keys: ApiKeys,
-    /// What `redriveEvents` tells this process's relay.
-    pub relay: relay::RelayHandle,
-    /// Prometheus renderer, when this process installed the recorder.
-    pub metrics: Option<PrometheusHandle>,
-}
-
-impl AppState {
-    /// `memory`, `ok` or `down`.
-    pub fn broker_status(&self) -> &'static str {
-        match (self.broker.kind(), self.broker.is_up()) {
-            ("memory", _) => "memory",
-            (_, true) => "ok",
-            (_, false) => "down",
-        }
-    }
-}
 
 /// A startup failure, with what was being done.
 #[derive(Debug, thiserror::Error)]

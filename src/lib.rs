@@ -2,6 +2,10 @@
 
 /// Building and running the service.
 pub mod app;
+/// API keys and roles.
+pub mod auth;
+/// The clock every timestamp comes from.
+pub mod clock;
 /// Settings from flags and environment.
 pub mod config;
 /// Connection setup and the write-transaction helper.
@@ -18,3 +22,5 @@ pub mod events;
 pub mod graphql;
 /// The HTTP router.
 pub mod http;
+/// The services every request shares.
+pub mod state;

@@ -9,12 +9,7 @@ pub mod reservations;
 pub mod stock;
 pub mod stores;
 
-use chrono::{DateTime, SubsecRound, Utc};
-
-/// The current time at the precision every backend stores (microseconds).
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
+pub use crate::clock::now;
 
 /// Trims `value` and checks it is non-empty and at most `max` characters.
 pub(crate) fn required_text(

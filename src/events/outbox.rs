@@ -33,7 +33,7 @@ pub async fn append(conn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Resul
     if events.is_empty() {
         return Ok(());
     }
-    let now = crate::domain::now();
+    let now = crate::clock::now();
     let rows = events.into_iter().map(|e| event_row::ActiveModel {
         id: Set(Uuid::now_v7()),
         event_type: Set(e.event_type.to_owned()),

@@ -144,7 +144,7 @@ pub async fn prime_levels_of(
 }
 
 fn db<'a>(ctx: &async_graphql::Context<'a>) -> &'a Db {
-    &ctx.data_unchecked::<crate::app::AppState>().db
+    &ctx.data_unchecked::<crate::state::AppState>().db
 }
 
 fn unique<T: Eq + std::hash::Hash + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {

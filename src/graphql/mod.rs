@@ -17,9 +17,9 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, MergedObject, MergedSubscription, Response, Schema, Value};
 
-use crate::app::AppState;
 use crate::domain::paging::Page;
 use crate::error::AppError;
+use crate::state::AppState;
 pub use gateway::Gateway;
 use loaders::{LevelsByProductLoader, ProductLoader, StoreLoader};
 

@@ -9,12 +9,12 @@ use super::auth::{Role, RoleGuard};
 use super::loaders;
 use super::products::Product;
 use super::{connection, state};
-use crate::app::AppState;
 use crate::domain::batching::{self, ReservationBatcher};
 use crate::domain::reservations::{self, Line, Reserve, Status};
 use crate::domain::{paging, stock::LevelKey};
 use crate::entity::reservation;
 use crate::error::{AppError, AppResult};
+use crate::state::AppState;
 
 /// Where a reservation is in its lifecycle.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]

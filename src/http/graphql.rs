@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
 use super::{HttpState, assets, browsers};
+use crate::auth::{ApiKeys, Principal, key_from_headers};
 use crate::error::AppError;
-use crate::graphql::auth::{ApiKeys, Principal, key_from_headers};
 use crate::graphql::events::SubscriptionSlots;
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -18,9 +18,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
 use crate::config::Settings;
 use crate::graphql::Gateway;
+use crate::state::AppState;
 
 /// Header carrying the request id (generated when the client sends none).
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -8,8 +8,8 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::HttpState;
+use crate::auth::{Role, key_from_headers};
 use crate::events::outbox;
-use crate::graphql::auth::{Role, key_from_headers};
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz() -> &'static str {

@@ -91,7 +91,7 @@ impl super::Worker {
         batch: &[Outgoing],
         deliveries: &[Delivery],
     ) -> AppResult<()> {
-        let now = crate::domain::now();
+        let now = crate::clock::now();
         let first = batch.first().map(|e| e.position);
         let last = batch.last().map(|e| e.position);
         let contiguous = match (first, last) {
