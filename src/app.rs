@@ -7,6 +7,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::ApiKeys;
 use crate::config::Settings;
@@ -122,14 +123,10 @@ fn install_metrics() -> Option<PrometheusHandle> {
 }
 
 /// Expires overdue reservations every `interval`, until shutdown.
-fn spawn_sweeper(
-    db: Db,
-    settings: &Settings,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+fn spawn_sweeper(db: Db, settings: &Settings, shutdown: CancellationToken, tasks: &TaskTracker) {
     let interval = settings.sweep_interval();
     let batch = settings.sweep_batch.max(1);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             let swept = db
                 .write(move |txn| Box::pin(reservations::expire_due(txn, batch)))
@@ -144,7 +141,7 @@ fn spawn_sweeper(
                 _ = shutdown.cancelled() => return,
             }
         }
-    })
+    });
 }
 
 /// A built service: the router plus its background tasks, ready to be served.
@@ -155,7 +152,9 @@ pub struct Service {
     pub shutdown: CancellationToken,
     /// Cancelled after the last request, to stop the relay (after a final flush) and the sweeper.
     background: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Every background task: relay, broker watch, feed reader, sweeper, checkpointer, the
+    /// group writer and the reservation batcher.
+    tasks: TaskTracker,
 }
 
 /// Connects, migrates and starts the relay, feed and sweeper; returns the router to serve.
@@ -173,27 +172,33 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     let background = CancellationToken::new();
     let committed = Arc::new(Notify::new());
     let relay_config = relay_config(settings);
-    let (feed, feed_task) = Feed::start(conn.clone(), broker.clone(), shutdown.clone())
+    let tasks = TaskTracker::new();
+    let feed = Feed::start(conn.clone(), broker.clone(), shutdown.clone(), &tasks)
         .await
         .map_err(|e| startup("starting the feed")(&e))?;
-    let checkpointer = db::spawn_checkpointer(conn.clone(), background.clone());
+    db::spawn_checkpointer(conn.clone(), background.clone(), &tasks);
     let mut db = Db::new(conn, committed.clone());
     if settings.group_commit && settings.is_sqlite() {
-        db = db.with_group_commit(settings.group_commit_max);
+        db = db.with_group_commit(settings.group_commit_max, &tasks);
     }
     let relay_handle = relay::RelayHandle::default();
-    let relay = relay::spawn(
+    relay::spawn(
         db.clone(),
         broker.clone(),
         relay_config,
         committed.clone(),
         &relay_handle,
         background.clone(),
+        &tasks,
     );
-    let sweeper = spawn_sweeper(db.clone(), settings, background.clone());
+    spawn_sweeper(db.clone(), settings, background.clone(), &tasks);
     let websocket = settings.websocket();
     let reservations = settings.batch_reservations.then(|| {
-        crate::domain::batching::ReservationBatcher::spawn(db.clone(), settings.group_commit_max)
+        crate::domain::batching::ReservationBatcher::spawn(
+            db.clone(),
+            settings.group_commit_max,
+            &tasks,
+        )
     });
     let state = AppState {
         db,
@@ -217,22 +222,30 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         router,
         shutdown,
         background,
-        tasks: [relay, feed_task, sweeper]
-            .into_iter()
-            .chain(checkpointer)
-            .collect(),
+        tasks,
     })
 }
 
 impl Service {
-    /// Stops the background work: the relay flushes once more, the sweeper and feed end.
+    /// Stops the background work: the relay flushes once more, the sweeper and feed end; with
+    /// the router gone, the group writer and the batcher end after their last writes. Waits for
+    /// every task (at most the grace period).
     pub async fn stop_background(self) {
-        self.shutdown.cancel();
-        self.background.cancel();
-        for task in self.tasks {
-            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
-                tracing::warn!("a background task did not stop in time");
-            }
+        let Service {
+            router,
+            shutdown,
+            background,
+            tasks,
+        } = self;
+        shutdown.cancel();
+        background.cancel();
+        drop(router);
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(left = tasks.len(), "background tasks did not stop in time");
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -74,11 +75,12 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 pub fn spawn_checkpointer(
     conn: DatabaseConnection,
     shutdown: tokio_util::sync::CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
+    tasks: &TaskTracker,
+) {
     if conn.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
-        return None;
+        return;
     }
-    Some(tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
@@ -91,7 +93,7 @@ pub fn spawn_checkpointer(
                 tracing::warn!(%error, "WAL checkpoint failed");
             }
         }
-    }))
+    });
 }
 
 /// Applies pending migrations.
@@ -161,13 +163,15 @@ impl Db {
         self.health.failure()
     }
 
-    /// Routes writes through a group committer holding up to `max_group` writes per transaction.
-    pub fn with_group_commit(mut self, max_group: usize) -> Self {
+    /// Routes writes through a group committer holding up to `max_group` writes per transaction;
+    /// its writer task runs in `tasks` until the last handle to this `Db` is dropped.
+    pub fn with_group_commit(mut self, max_group: usize, tasks: &TaskTracker) -> Self {
         self.group = Some(GroupCommitter::spawn(
             self.conn.clone(),
             self.committed.clone(),
             self.health.clone(),
             max_group,
+            tasks,
         ));
         self
     }

@@ -143,13 +143,15 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the writer task; groups hold at most `max_group` writes. `health` hears of every
-    /// commit and of every storage failure.
+    /// Starts the writer task in `tasks`; groups hold at most `max_group` writes. `health` hears
+    /// of every commit and of every storage failure. The task ends when the last handle is
+    /// dropped, after answering every write it was given.
     pub fn spawn(
         conn: DatabaseConnection,
         committed: Arc<Notify>,
         health: WriteHealth,
         max_group: usize,
+        tasks: &tokio_util::task::TaskTracker,
     ) -> Self {
         let (jobs, queue) = mpsc::channel(max_group.max(1) * 8);
         let writer = Writer {
@@ -157,7 +159,7 @@ impl GroupCommitter {
             committed,
             health,
         };
-        tokio::spawn(writer.write_groups(queue, max_group.max(1)));
+        tasks.spawn(writer.write_groups(queue, max_group.max(1)));
         GroupCommitter { jobs }
     }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::now;
@@ -28,11 +29,22 @@ pub struct ReservationBatcher {
     queue: mpsc::Sender<(Reserve, Reply)>,
 }
 
+/// The batching task's database and where it runs the requests of an abandoned batch.
+struct Batching {
+    db: Db,
+    tasks: TaskTracker,
+}
+
 impl ReservationBatcher {
-    /// Starts the batching task; a batch holds at most `max` requests.
-    pub fn spawn(db: Db, max: usize) -> Self {
+    /// Starts the batching task in `tasks`; a batch holds at most `max` requests. The task ends
+    /// when the last handle is dropped, after answering every request it was given.
+    pub fn spawn(db: Db, max: usize, tasks: &TaskTracker) -> Self {
         let (queue, requests) = mpsc::channel(max.max(1) * 4);
-        tokio::spawn(run(db, requests, max.max(1)));
+        let batching = Batching {
+            db,
+            tasks: tasks.clone(),
+        };
+        tasks.spawn(batching.run(requests, max.max(1)));
         ReservationBatcher { queue }
     }
 
@@ -55,30 +67,33 @@ impl ReservationBatcher {
     }
 }
 
-async fn run(db: Db, mut requests: mpsc::Receiver<(Reserve, Reply)>, max: usize) {
-    let mut batch = Vec::with_capacity(max);
-    while requests.recv_many(&mut batch, max).await > 0 {
-        let inputs: Vec<Reserve> = batch.iter().map(|(input, _)| input.clone()).collect();
-        let decided = db
-            .write(move |txn| {
-                let inputs = inputs.clone();
-                Box::pin(async move { reserve_each(txn, &inputs).await })
-            })
-            .await;
-        match decided {
-            Ok(outcomes) => {
-                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = reply.send(outcome);
+impl Batching {
+    async fn run(self, mut requests: mpsc::Receiver<(Reserve, Reply)>, max: usize) {
+        let db = &self.db;
+        let mut batch = Vec::with_capacity(max);
+        while requests.recv_many(&mut batch, max).await > 0 {
+            let inputs: Vec<Reserve> = batch.iter().map(|(input, _)| input.clone()).collect();
+            let decided = db
+                .write(move |txn| {
+                    let inputs = inputs.clone();
+                    Box::pin(async move { reserve_each(txn, &inputs).await })
+                })
+                .await;
+            match decided {
+                Ok(outcomes) => {
+                    for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
                 }
-            }
-            Err(error) => {
-                tracing::debug!(%error, "reservation batch abandoned; running its requests alone");
-                for (input, reply) in batch.drain(..) {
-                    let db = db.clone();
-                    tokio::spawn(async move {
-                        let made = reserve_alone(&db, input).await.and_then(first);
-                        let _ = reply.send(made);
-                    });
+                Err(error) => {
+                    tracing::debug!(%error, "reservation batch abandoned; running its requests alone");
+                    for (input, reply) in batch.drain(..) {
+                        let db = db.clone();
+                        self.tasks.spawn(async move {
+                            let made = reserve_alone(&db, input).await.and_then(first);
+                            let _ = reply.send(made);
+                        });
+                    }
                 }
             }
         }

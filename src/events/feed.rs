@@ -68,7 +68,8 @@ impl Feed {
         db: DatabaseConnection,
         broker: Arc<dyn Broker>,
         shutdown: CancellationToken,
-    ) -> Result<(Feed, tokio::task::JoinHandle<()>), DbErr> {
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> Result<Feed, DbErr> {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
         let start = last_published_position(&db).await?;
         let feed = Feed {
@@ -80,8 +81,8 @@ impl Feed {
             shutdown,
             connections: Arc::new(AtomicUsize::new(0)),
         };
-        let reader = tokio::spawn(read_broker(feed.clone(), broker));
-        Ok((feed, reader))
+        tasks.spawn(read_broker(feed.clone(), broker));
+        Ok(feed)
     }
 
     /// Cancelled when the process shuts down.

@@ -89,7 +89,8 @@ pub fn spawn(
     wake: Arc<Notify>,
     handle: &RelayHandle,
     shutdown: Shutdown,
-) -> tokio::task::JoinHandle<()> {
+    tasks: &tokio_util::task::TaskTracker,
+) {
     let worker = Worker {
         held_until: std::sync::Mutex::new(None),
         leftovers: std::sync::atomic::AtomicBool::new(true),
@@ -106,9 +107,8 @@ pub fn spawn(
         worker.broker.clone(),
         shutdown.clone(),
     );
-    tokio::spawn(async move {
-        tokio::join!(watch, worker.run(shutdown));
-    })
+    tasks.spawn(watch);
+    tasks.spawn(worker.run(shutdown));
 }
 
 /// Once a second, off the relay's path: asks the broker whether it is up (for `/readyz` on every
