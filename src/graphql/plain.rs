@@ -34,9 +34,15 @@ pub async fn or_resolve<T: OutputType>(
     field: &(dyn Fn(&Context<'_>) -> Option<Value> + Sync),
     object: &T,
 ) -> ServerResult<Value> {
-    match resolve(ctx, &T::type_name(), field) {
+    let type_name = T::type_name();
+    match resolve(ctx, &type_name, field) {
         Some(value) => Ok(value),
-        None => object.resolve(ctx, selected).await,
+        None => {
+            // Counted so that a field without a plain arm cannot slow pages down unnoticed.
+            metrics::counter!("stockroom_plain_fallbacks_total", "type" => type_name.into_owned())
+                .increment(1);
+            object.resolve(ctx, selected).await
+        }
     }
 }
 
