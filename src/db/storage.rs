@@ -1,27 +1,53 @@
 //! Whether writes reach storage. Two guards keep "acknowledged" meaning "committed" when the
 //! disk fills or the database turns read-only: [`WriteHealth`] remembers the last storage
-//! failure of a write (for `/readyz`, until a write commits again), and [`reusable`] keeps a
+//! failures of writes (for `/readyz`: failing while they are recent, until a write commits), and [`reusable`] keeps a
 //! pooled connection that is still inside a transaction (a COMMIT or ROLLBACK that failed) from
 //! ever being handed out again: the pool closes it and opens a fresh one.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sea_orm::DbErr;
 use sea_orm::sqlx::Connection;
 
 use crate::error::is_storage_failure;
 
-/// The outcome of the latest write transaction, as far as storage is concerned.
+/// How long after its last storage failure a database still counts as failing: on a full disk
+/// a small write can slip through between refused ones (SQLite reuses its log's space after a
+/// checkpoint), and one lucky commit must not make `/readyz` flap.
+const FAILING_FOR: Duration = Duration::from_secs(3);
+
+/// Storage failures of writes, as `/readyz` reports them.
 #[derive(Clone, Default)]
 pub struct WriteHealth {
-    failure: Arc<Mutex<Option<String>>>,
+    state: Arc<Mutex<Recent>>,
+}
+
+/// The latest storage failure and the latest commit.
+#[derive(Default)]
+struct Recent {
+    failure: Option<(Instant, String)>,
+    commit: Option<Instant>,
+}
+
+impl Recent {
+    /// Failing: a storage failure in the last [`FAILING_FOR`], or none since, but no commit
+    /// after it either.
+    fn failing(&self, now: Instant) -> Option<&str> {
+        let (at, reason) = self.failure.as_ref()?;
+        let committed_since = self.commit.is_some_and(|commit| commit > *at);
+        (now.duration_since(*at) < FAILING_FOR || !committed_since).then_some(reason.as_str())
+    }
 }
 
 impl WriteHealth {
-    /// A write committed: storage works.
+    /// A write committed.
     pub fn committed(&self) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.take().is_some() {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let was_failing = state.failing(now).is_some();
+        state.commit = Some(now);
+        if was_failing && state.failing(now).is_none() {
             tracing::info!("writes are reaching storage again");
             metrics::gauge!("stockroom_storage_failing").set(0.0);
         }
@@ -32,21 +58,24 @@ impl WriteHealth {
         if !is_storage_failure(error) {
             return;
         }
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if failure.is_none() {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.failing(Instant::now()).is_none() {
             tracing::error!(%error, "writes are failing: storage unavailable");
             metrics::gauge!("stockroom_storage_failing").set(1.0);
         }
         metrics::counter!("stockroom_storage_failures_total").increment(1);
-        *failure = Some(error.to_string());
+        state.failure = Some((Instant::now(), error.to_string()));
     }
 
-    /// Why writes are failing, while they are.
+    /// Why writes are failing, while they are: a storage failure in the last 3 s, or one with no
+    /// commit since.
     pub fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let failing = state.failing(Instant::now()).map(str::to_owned);
+        if failing.is_none() && state.failure.is_some() {
+            metrics::gauge!("stockroom_storage_failing").set(0.0);
+        }
+        failing
     }
 }
 
@@ -63,4 +92,35 @@ pub fn reusable<C: Connection>(conn: &C) -> bool {
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_until_a_commit_and_a_quiet_spell() {
+        let now = Instant::now();
+        let mut recent = Recent::default();
+        assert_eq!(recent.failing(now), None);
+        recent.failure = Some((now, "disk full".into()));
+        assert_eq!(recent.failing(now), Some("disk full"));
+        recent.commit = Some(now + Duration::from_millis(10));
+        assert_eq!(
+            recent.failing(now + Duration::from_secs(1)),
+            Some("disk full"),
+            "one commit right after a failure does not clear it"
+        );
+        assert_eq!(
+            recent.failing(now + FAILING_FOR),
+            None,
+            "quiet and committed"
+        );
+        recent.commit = None;
+        assert_eq!(
+            recent.failing(now + FAILING_FOR * 10),
+            Some("disk full"),
+            "no commit since the failure"
+        );
+    }
 }

@@ -1,8 +1,6 @@
 //! Products, stores, authentication, error codes and pagination over real HTTP.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

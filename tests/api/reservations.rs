@@ -1,10 +1,8 @@
 //! Reservations: lifecycle, TTL expiry, idempotency, batches, and no oversell under concurrency.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const RESERVE: &str = "mutation($p: UUID!, $s: ID!, $q: Int!, $ttl: Int, $k: String, $c: String) {

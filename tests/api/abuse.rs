@@ -1,9 +1,7 @@
 //! Abusive and malformed requests: each gets a clear error with its code, never a 5xx, never a
 //! leak of SQL, paths or panics; the data is unchanged afterwards and the server stays healthy.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// A request as a client could send it: raw body, optional key.

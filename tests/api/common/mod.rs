@@ -1,6 +1,5 @@
 //! Test harness: runs the real `stockroom` binary on a random port with a SQLite file in a temp
 //! dir, and talks to it over HTTP like any client.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -2,13 +2,11 @@
 //! `graphql-ws`): order, filters, resume with `after`, slow subscribers, `stockLevelChanged`,
 //! authentication, limits, cross-process delivery through Redis, and shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::ws::{Closed, Item, LEGACY_WS, TRANSPORT_WS, WAIT, WsClient};
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::ws::{Closed, Item, LEGACY_WS, TRANSPORT_WS, WAIT, WsClient};
+use crate::common::*;
 use serde_json::{Value, json};
 
 const EVENTS: &str = "subscription($after: String, $filter: EventFilter) {
@@ -415,7 +413,7 @@ async fn stock_level_changed_carries_the_new_level() {
     assert_eq!(level["quantity"], 10);
     assert_eq!(level["reserved"], 3);
     assert_eq!(level["available"], 7);
-    let current = common::level(&admin, &p, "s1").await;
+    let current = crate::common::level(&admin, &p, "s1").await;
     assert_eq!(level["version"], current["version"]);
 
     adjust(&admin, &p, "s1", 5).await;
@@ -435,7 +433,7 @@ async fn stock_level_changed_carries_the_new_level() {
         )
     );
     assert_eq!(level, {
-        let mut now = common::level(&admin, &p, "s1").await;
+        let mut now = crate::common::level(&admin, &p, "s1").await;
         now["productId"] = json!(p);
         now["storeId"] = json!("s1");
         now.as_object_mut().unwrap().remove("reorderPoint");
@@ -505,7 +503,7 @@ async fn missing_or_unknown_keys_are_refused() {
     let closed = ws.init(json!({ "apiKey": "nope" })).await.unwrap_err();
     assert_eq!(closed.code, 4403, "{closed:?}");
     // No subprotocol at all.
-    let refused = tokio_tungstenite::connect_async(common::ws::ws_url(&server.url)).await;
+    let refused = tokio_tungstenite::connect_async(crate::common::ws::ws_url(&server.url)).await;
     assert!(
         refused.is_err(),
         "an upgrade without a GraphQL subprotocol is refused"

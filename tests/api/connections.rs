@@ -2,12 +2,10 @@
 //! of them than the process has file descriptors, against a server that must keep serving
 //! everyone else; and the arithmetic edges of quantities.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

@@ -1,8 +1,6 @@
 //! Stock levels: set, adjust, transfer, optimistic locking, low-stock and depletion signals.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const ADJUST: &str = "mutation($p: UUID!, $s: ID!, $d: Int!, $v: Int, $k: String) {
@@ -426,7 +424,7 @@ async fn a_page_answers_like_the_generic_connection() {
 
 /// The fields of `type_name` in the committed SDL: (name, type without `!`/`[]`, has arguments).
 fn sdl_fields(type_name: &str) -> Vec<(String, String, bool)> {
-    let sdl = include_str!("../schema.graphql");
+    let sdl = include_str!("../../schema.graphql");
     let start = sdl
         .find(&format!("\ntype {type_name} "))
         .unwrap_or_else(|| panic!("type {type_name} in schema.graphql"));

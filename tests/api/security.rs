@@ -3,13 +3,11 @@
 //! fail open, and the smaller leaks. Each is refused fast with a code, and the server keeps
 //! answering meanwhile.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ws::{Item, TRANSPORT_WS, WsClient, ws_url};
-use common::*;
+use crate::common::ws::{Item, TRANSPORT_WS, WsClient, ws_url};
+use crate::common::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;

@@ -1,8 +1,6 @@
 //! Upgrading a database made by an earlier release keeps every event and its delivery state.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;

@@ -4,14 +4,12 @@
 //! visible to a fresh reader and after a restart, every refused one must have changed nothing,
 //! writes must work again without a restart, and the outbox and the stream must stay the log.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::small_disk::SmallDisk;
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::small_disk::SmallDisk;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const STREAM: &str = "inventory-events";

@@ -1,11 +1,9 @@
 //! The same service on PostgreSQL (the server on 127.0.0.1:5432, a fresh database per test):
 //! the entities, migrations, locking and outbox are portable.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 

@@ -1,8 +1,6 @@
 //! The event log: every change appends its events in its own transaction, in log order.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

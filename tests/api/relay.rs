@@ -1,12 +1,10 @@
 //! The outbox relay against a real redis-server that each test starts on a free port.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const STREAM: &str = "inventory-events";

@@ -1,0 +1,20 @@
+//! The integration tests: one binary, one harness (`common`). Each module drives the real
+//! `stockroom` binary on a random port over HTTP and WebSocket, against a SQLite file in a temp
+//! dir, PostgreSQL, and `redis-server` processes the tests start themselves.
+
+mod common;
+
+mod abuse;
+mod catalog;
+mod connections;
+mod durability;
+mod events;
+mod migrations;
+mod postgres;
+mod relay;
+mod reservations;
+mod schema;
+mod security;
+mod sqlite_build;
+mod stock;
+mod subscriptions;
