@@ -5,7 +5,7 @@
 //! writes must work again without a restart, and the outbox and the stream must stay the log.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::redis_server::RedisServer;
 use crate::common::small_disk::SmallDisk;
@@ -159,18 +159,7 @@ async fn assert_state_is_what_was_acknowledged(
 /// The outbox drains and the stream holds exactly the log, each event once, in order; returns
 /// the log.
 async fn assert_stream_is_the_log(admin: &Client, redis: &RedisServer) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let outbox = admin.data("{ outbox { pending dead } }", json!({})).await;
-        if outbox["outbox"] == json!({ "pending": 0, "dead": 0 }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the outbox did not drain: {outbox}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_outbox(admin, json!({ "pending": 0, "dead": 0 })).await;
     let log = events(admin, 0).await;
     let entries = redis.entries(STREAM).await;
     let ids: Vec<(String, String)> = entries
@@ -247,19 +236,17 @@ async fn disk_full_round_trip(extra_env: &[(&str, &str)], workers: usize) {
 
     disk.free();
     // No client writes: the service finds out by itself (the relay's lease renewal commits).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = readyz(&admin).await;
-        if status == 200 {
-            assert_eq!(body["database"], "ok", "{body}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready again within 10 s of space coming back: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "ready again after space came back",
+        || async {
+            match readyz(&admin).await {
+                (200, body) if body["database"] == "ok" => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        },
+    )
+    .await;
     let before = told.refusals();
     let after = write_concurrently(&admin, &product, workers, 5, "after").await;
     assert_eq!(

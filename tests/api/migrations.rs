@@ -4,7 +4,6 @@ use crate::common::*;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 /// Events in the wide `events` table of migration 4: one published, one dead, one waiting.
 const OLD_EVENTS: &str = "INSERT INTO events \
@@ -56,15 +55,7 @@ async fn an_upgraded_database_keeps_every_event_and_its_delivery_state() {
     assert_eq!(log[1]["publishedAt"], json!(null));
 
     // The waiting event is published after the upgrade; the dead one stays dead.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let status = admin.data("{ outbox { pending dead } }", json!({})).await["outbox"].clone();
-        if status["pending"] == json!(0) || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(status, json!({ "pending": 0, "dead": 1 }));
+    wait_for_outbox(&admin, json!({ "pending": 0, "dead": 1 })).await;
     let log = events(&admin, 3).await;
     assert!(log[2]["publishedAt"].is_string(), "{}", log[2]);
 

@@ -59,14 +59,7 @@ async fn concurrent_reservations_never_oversell_on_postgres() {
         (Some(20), Some(0))
     );
     // stock.created, 20 × reservation.created, stock.depleted, stock.low, 60 × reservation.failed
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while admin.data("{ outbox { pending } }", json!({})).await["outbox"]["pending"] != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_outbox(&admin, json!({ "pending": 0 })).await;
     let log = events(&admin, 83).await;
     assert_eq!(log.len(), 83);
     assert!(
@@ -283,11 +276,13 @@ async fn a_read_only_database_refuses_writes_then_recovers_on_postgres() {
     );
 
     set_read_only(&url, false).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while admin.get("/readyz").await.status() != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(15), "ready again", || async {
+        match admin.get("/readyz").await.status().as_u16() {
+            200 => Ok(()),
+            status => Err(status.to_string()),
+        }
+    })
+    .await;
     for query in [adjust, reserve] {
         admin.data(query, json!({ "p": p })).await;
     }

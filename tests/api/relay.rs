@@ -221,18 +221,15 @@ async fn a_rejected_event_goes_dead_and_is_redriven() {
     let p = seed(&admin, "s1", "POISON", 10).await;
     redis.wait_for(STREAM, 1, Duration::from_secs(10)).await;
     let mut conn = kill_one_event(&redis, &admin, &p).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let metrics = admin.get("/metrics").await.text().await.unwrap();
+    eventually(Duration::from_secs(15), "the dead gauge", || async {
+        let metrics = admin.get("/metrics").await.text().await.unwrap_or_default();
         if metrics.contains("stockroom_outbox_dead 1") {
-            break;
+            Ok(())
+        } else {
+            Err(metrics)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead gauge never showed: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let _: () = redis::cmd("DEL")
         .arg(STREAM)
         .query_async(&mut conn)
@@ -328,22 +325,6 @@ async fn kill_one_event(
     admin.data(ADJUST, json!({ "p": product, "d": 1 })).await;
     wait_for_outbox(admin, json!({ "dead": 1, "pending": 0 })).await;
     conn
-}
-
-/// Waits until the outbox shows `expected` (`{ dead pending }`), up to 15 s.
-async fn wait_for_outbox(admin: &Client, expected: Value) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let outbox = admin.data("{ outbox { dead pending } }", json!({})).await;
-        if outbox["outbox"] == expected {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "outbox never showed {expected}: {outbox}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

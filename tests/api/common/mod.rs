@@ -255,6 +255,44 @@ impl Client {
     }
 }
 
+/// Polls `check` every 50 ms until it answers `Ok`, for at most `within`; then fails the test
+/// with `what` and the last thing `check` saw.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() > deadline => {
+                panic!("{what} did not happen within {within:?}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Waits (up to 20 s) until the outbox shows `expected` (a selection of `outbox`, e.g.
+/// `{ "pending": 0, "dead": 0 }`).
+pub async fn wait_for_outbox(admin: &Client, expected: Value) {
+    let fields: Vec<&str> = expected
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let query = format!("{{ outbox {{ {} }} }}", fields.join(" "));
+    eventually(Duration::from_secs(20), "the outbox state", || async {
+        let outbox = admin.data(&query, json!({})).await["outbox"].clone();
+        if outbox == expected {
+            Ok(())
+        } else {
+            Err(outbox.to_string())
+        }
+    })
+    .await
+}
+
 /// Creates a store.
 pub async fn create_store(client: &Client, id: &str) {
     client
