@@ -6,6 +6,7 @@ mod browsers;
 mod graphql;
 pub mod server;
 mod status;
+mod websocket;
 
 use std::time::Duration;
 
@@ -127,7 +128,7 @@ pub fn router(app: AppState, schema: Gateway, limits: HttpLimits) -> Router {
             "/graphql",
             get(graphql::get_graphql).post(graphql::post_graphql),
         )
-        .route("/graphql/ws", get(graphql::websocket))
+        .route("/graphql/ws", get(websocket::websocket))
         .route("/", get(assets::playground))
         .route("/dashboard", get(assets::dashboard))
         .route("/playground/{*path}", get(assets::asset))

@@ -1,0 +1,213 @@
+//! GraphQL over WebSocket (`graphql-transport-ws`, and the legacy `graphql-ws`): the upgrade
+//! (origin and subprotocol checks), authentication in `connection_init`, keepalives, the cap on
+//! subscriptions, and the close codes the protocol prescribes.
+
+use std::future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_graphql::Data;
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+
+use super::graphql::{error_response, header_text};
+use super::{HttpState, browsers};
+use crate::auth::{ApiKeys, Principal, key_from_headers};
+use crate::error::AppError;
+use crate::graphql::events::SubscriptionSlots;
+
+/// Reads the key from a `connection_init` payload: `{"apiKey": KEY}` or
+/// `{"Authorization": "Bearer KEY"}`.
+fn key_from_init(payload: &serde_json::Value) -> Option<String> {
+    let text = |name: &str| payload.get(name).and_then(|v| v.as_str());
+    let authorization = text("Authorization").or_else(|| text("authorization"));
+    key_from_headers(authorization, text("apiKey"))
+}
+
+/// `GET /graphql/ws`: `graphql-transport-ws` (and legacy `graphql-ws`).
+pub async fn websocket(
+    State(state): State<HttpState>,
+    slot: Option<axum::Extension<Arc<super::server::ConnectionSlot>>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !browsers::websocket_origin_allowed(&headers, &state.allowed_origins) {
+        tracing::warn!(
+            origin = header_text(&headers, "origin"),
+            "refused a WebSocket from another origin"
+        );
+        return error_response(
+            StatusCode::FORBIDDEN,
+            AppError::Forbidden("same-origin or an allowed origin (--cors-origins)"),
+        );
+    }
+    let Some(protocol) = header_text(&headers, "sec-websocket-protocol").and_then(|offered| {
+        offered
+            .split(',')
+            .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+    }) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            AppError::bad_input("ask for the graphql-transport-ws (or graphql-ws) subprotocol"),
+        );
+    };
+    let max_bytes = state.app.websocket.max_message_bytes;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(max_bytes)
+        .max_frame_size(max_bytes)
+        // Subscribers mostly listen: a small preallocated read buffer (it grows for a larger
+        // message) keeps an idle connection at a few KiB instead of 128 KiB.
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .on_upgrade(move |socket| async move {
+            // The connection keeps its place under the connection caps while the socket is open.
+            let _slot = slot;
+            serve_socket(socket, state, protocol).await
+        })
+}
+
+/// How the `connection_init` went, seen from outside async-graphql's state machine.
+#[derive(Default)]
+struct Handshake {
+    accepted: AtomicBool,
+    refused: AtomicBool,
+}
+
+/// Counts open WebSocket connections in the metrics while alive.
+struct ConnectionGauge;
+
+impl ConnectionGauge {
+    fn open() -> Self {
+        metrics::gauge!("stockroom_ws_connections").increment(1.0);
+        ConnectionGauge
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("stockroom_ws_connections").decrement(1.0);
+    }
+}
+
+/// Rewrites async-graphql's close codes into the protocol's: a refused key is 4403, a
+/// subscription before the handshake 4401.
+fn close_frame(code: u16, reason: String, handshake: &Handshake) -> Message {
+    let (code, reason) = if handshake.refused.load(Ordering::Acquire) {
+        (4403, "Forbidden: a valid API key is required".to_owned())
+    } else if code == 1011 && !handshake.accepted.load(Ordering::Acquire) {
+        (4401, "Unauthorized: send connection_init first".to_owned())
+    } else {
+        (code, reason)
+    };
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// The server's keepalive message for `protocol`.
+fn keepalive_message(protocol: WebSocketProtocols) -> Message {
+    match protocol {
+        WebSocketProtocols::GraphQLWS => Message::Text(r#"{"type":"ping"}"#.into()),
+        WebSocketProtocols::SubscriptionsTransportWS => Message::Text(r#"{"type":"ka"}"#.into()),
+    }
+}
+
+/// Runs one GraphQL WebSocket connection: authentication in `connection_init` (closed within
+/// the init timeout otherwise), keepalive messages, a cap on open subscriptions, and a
+/// `1001` close when the server shuts down.
+async fn serve_socket(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols) {
+    let _connection = state.app.feed.connection();
+    let _gauge = ConnectionGauge::open();
+    let shutdown = state.app.feed.shutdown().clone();
+    let limits = state.app.websocket.clone();
+    let (mut sink, source) = socket.split();
+    let input = source
+        .take_while(|message| future::ready(message.is_ok()))
+        .filter_map(|message| {
+            future::ready(match message {
+                Ok(Message::Text(text)) => Some(Bytes::from(text)),
+                Ok(Message::Binary(bytes)) => Some(bytes),
+                _ => None,
+            })
+        });
+
+    let handshake = Arc::new(Handshake::default());
+    let keys: ApiKeys = state.app.keys.clone();
+    let outcome = handshake.clone();
+    let max_subscriptions = limits.max_subscriptions;
+    let mut messages = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
+        .on_connection_init(move |payload| async move {
+            let key = key_from_init(&payload);
+            match keys.authenticate(key.as_deref()) {
+                Ok(principal) => {
+                    let mut data = Data::default();
+                    data.insert::<Principal>(principal);
+                    data.insert(SubscriptionSlots::new(max_subscriptions));
+                    outcome.accepted.store(true, Ordering::Release);
+                    Ok(data)
+                }
+                Err(error) => {
+                    outcome.refused.store(true, Ordering::Release);
+                    Err(async_graphql::Error::new(error.to_string()))
+                }
+            }
+        });
+
+    let init_deadline = tokio::time::sleep(limits.init_timeout);
+    tokio::pin!(init_deadline);
+    let period = limits.keepalive.unwrap_or(Duration::from_secs(3600));
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let keepalive_on = limits.keepalive.is_some();
+
+    let farewell = loop {
+        let accepted = handshake.accepted.load(Ordering::Acquire);
+        let message = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                break Some(close(1001, "server shutting down"));
+            }
+            _ = &mut init_deadline, if !accepted && !handshake.refused.load(Ordering::Acquire) => {
+                break Some(close(4408, "Connection initialisation timeout"));
+            }
+            _ = keepalive.tick(), if keepalive_on && accepted => keepalive_message(protocol),
+            message = messages.next() => match message {
+                Some(WsMessage::Text(text)) => Message::Text(text.into()),
+                Some(WsMessage::Close(code, reason)) => {
+                    break Some(close_frame(code, reason, &handshake));
+                }
+                // Legacy protocol after a refused key: say so with a close code too.
+                None if handshake.refused.load(Ordering::Acquire) => {
+                    break Some(close_frame(1002, String::new(), &handshake));
+                }
+                None => break Some(close(1000, "")),
+            },
+        };
+        let sent = tokio::select! {
+            sent = sink.send(message) => sent.is_ok(),
+            _ = shutdown.cancelled() => break Some(close(1001, "server shutting down")),
+        };
+        if !sent {
+            break None;
+        }
+    };
+    if let Some(frame) = farewell {
+        // A client that stopped reading must not hold the connection open.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
