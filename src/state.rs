@@ -34,12 +34,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// `memory`, `ok` or `down`.
+    /// `memory`, `ok`, `down`, or `conflict` while the relay found the stream holding another
+    /// history (see [`AppState::broker_conflict`]).
     pub fn broker_status(&self) -> &'static str {
+        if self.relay.conflict().is_some() {
+            return "conflict";
+        }
         match (self.broker.kind(), self.broker.is_up()) {
             ("memory", _) => "memory",
             (_, true) => "ok",
             (_, false) => "down",
         }
+    }
+
+    /// Why the relay stopped publishing, when the stream holds another history.
+    pub fn broker_conflict(&self) -> Option<String> {
+        self.relay.conflict()
     }
 }

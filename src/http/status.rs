@@ -37,6 +37,9 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
     if let Some(cause) = storage_failure {
         body["databaseError"] = json!(cause);
     }
+    if let Some(conflict) = app.broker_conflict() {
+        body["brokerError"] = json!(conflict);
+    }
     let status = if database_ok {
         StatusCode::OK
     } else {

@@ -17,4 +17,5 @@ mod schema;
 mod security;
 mod sqlite_build;
 mod stock;
+mod stream_identity;
 mod subscriptions;

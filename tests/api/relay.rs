@@ -1,6 +1,5 @@
 //! The outbox relay against a real redis-server that each test starts on a free port.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::redis_server::RedisServer;
@@ -9,44 +8,6 @@ use serde_json::{Value, json};
 
 const STREAM: &str = "inventory-events";
 const ADJUST: &str = "mutation($p: UUID!, $d: Int!) { adjustStock(input: {productId: $p, storeId: \"s1\", delta: $d}) { version } }";
-
-fn with_redis(redis: &RedisServer, extra: &[(&str, &str)]) -> Options {
-    let mut env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        (
-            "STOCKROOM_RELAY_BACKOFF_BASE_MS".to_owned(),
-            "20".to_owned(),
-        ),
-        (
-            "STOCKROOM_RELAY_BACKOFF_CAP_MS".to_owned(),
-            "300".to_owned(),
-        ),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Options {
-        env,
-        ..Default::default()
-    }
-}
-
-/// The stream holds exactly the log: IDs `1-0..N-0` in order, each event id once, matching the
-/// database's log order.
-fn assert_stream_matches_log(entries: &[(String, HashMap<String, String>)], log: &[Value]) {
-    let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
-    let expected: Vec<String> = (1..=log.len()).map(|i| format!("{i}-0")).collect();
-    assert_eq!(
-        ids, expected,
-        "stream IDs are the log positions, each once, in order"
-    );
-    for ((id, fields), event) in entries.iter().zip(log) {
-        assert_eq!(
-            fields["id"],
-            event["id"].as_str().unwrap(),
-            "entry {id} is the event at that position"
-        );
-        assert_eq!(event["cursor"], id.as_str());
-    }
-}
 
 #[tokio::test]
 async fn events_reach_the_stream_in_order_with_their_fields() {
@@ -179,6 +140,12 @@ async fn a_killed_server_resumes_without_loss_or_duplicates() {
     assert_eq!(log.len(), total, "one event per committed write");
     let entries = redis.wait_for(STREAM, total, Duration::from_secs(30)).await;
     assert_stream_matches_log(&entries, &log);
+    let ready: Value = admin.get("/readyz").await.json().await.expect("readyz");
+    assert_eq!(
+        ready["broker"], "ok",
+        "a republish after a crash is no conflict: {ready}"
+    );
+    assert!(!second.logs().contains("another history"));
     drop(dir);
 }
 

@@ -30,6 +30,9 @@ pub enum Delivery {
     Published,
     /// The broker refused this event on its own merits.
     Rejected(String),
+    /// The stream holds another history at this place (another database wrote it, or this
+    /// database was restored from an older copy): nothing of the batch is published.
+    Conflict(String),
 }
 
 /// Failure of the broker as a whole: nothing in the round can be assumed delivered.
@@ -117,6 +120,17 @@ pub trait Broker: Send + Sync + 'static {
 
     /// True when the broker answered its last call.
     fn is_up(&self) -> bool;
+
+    /// The last entry of the stream: its position and event id (`None` when empty, or for a
+    /// broker without a stream of its own).
+    fn top(&self) -> BoxFuture<'_, Result<Option<(i64, Uuid)>, BrokerDown>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Where the relay publishes, for messages (the stream key).
+    fn destination(&self) -> String {
+        self.kind().to_owned()
+    }
 }
 
 /// Stream entry ID of a position: `<position>-0`. `InventoryEvent.cursor` uses the same text.

@@ -1,11 +1,13 @@
 //! The outbox relay: gives events their positions, publishes them in order, retries, dead-letters.
 //! This file is the loop (rounds, backoff, wake-ups, the broker watch); `lease` holds the one
-//! relay per database, `positions` gives positions, `outcomes` publishes batches and records what
-//! the broker said, `redrive` puts dead events back.
+//! relay per database, `identity` checks that the stream holds this database's history,
+//! `positions` gives positions, `outcomes` publishes batches and records what the broker said,
+//! `redrive` puts dead events back.
 //!
 //! One relay publishes per database at a time: it holds a lease row that it renews while alive;
 //! another process takes the lease over once it expires.
 
+mod identity;
 mod lease;
 mod outcomes;
 mod positions;
@@ -13,7 +15,7 @@ mod redrive;
 
 pub use redrive::redrive;
 
-use outcomes::rejection;
+use outcomes::{conflict, rejection};
 use positions::{Waiting, position_range};
 
 use std::sync::Arc;
@@ -53,6 +55,17 @@ pub struct RelayConfig {
 #[derive(Clone, Default)]
 pub struct RelayHandle {
     redriven: Arc<std::sync::atomic::AtomicBool>,
+    conflict: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl RelayHandle {
+    /// Why this process's relay stopped publishing, when the stream holds another history.
+    pub fn conflict(&self) -> Option<String> {
+        self.conflict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 /// Batches one round publishes before the loop looks at shutdown and wake-ups again.
 const ROUND_BATCHES: usize = 64;
@@ -77,6 +90,10 @@ struct Worker {
     holder: String,
     wake: Arc<Notify>,
     redriven: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while the stream holds another history (see `identity`).
+    conflict: Arc<std::sync::Mutex<Option<String>>>,
+    /// Whether the stream's top was checked against the log since start or the last conflict.
+    verified: std::sync::atomic::AtomicBool,
 }
 
 /// Starts the relay task (the loop and the broker watch); `wake` is notified by every commit
@@ -101,6 +118,8 @@ pub fn spawn(
         holder: Uuid::new_v4().to_string(),
         wake,
         redriven: handle.redriven.clone(),
+        conflict: handle.conflict.clone(),
+        verified: std::sync::atomic::AtomicBool::new(false),
     };
     let watch = watch(
         worker.db.conn.clone(),
@@ -183,6 +202,7 @@ impl Worker {
             self.leftovers.store(true, Ordering::Relaxed);
             return Ok(false);
         }
+        self.verify_stream().await?;
         if self.look_for_leftovers() && !self.publish_leftovers(max_batches).await? {
             return Ok(true);
         }
@@ -241,6 +261,9 @@ impl Worker {
             );
             recorded?;
             let deliveries = published?;
+            if let Some(reason) = conflict(&deliveries) {
+                return Err(self.report_conflict(reason.to_owned()));
+            }
             if let Some(reason) = rejection(&deliveries) {
                 self.record(&current, &deliveries).await?;
                 return Err(RelayError::Broker(format!(
@@ -284,4 +307,6 @@ enum RelayError {
     App(#[from] AppError),
     #[error("broker: {0}")]
     Broker(String),
+    #[error("the stream holds another history: {0}")]
+    Conflict(String),
 }

@@ -54,6 +54,9 @@ impl super::Worker {
     /// Publishes a batch and records the outcome; an event the broker rejected fails the round.
     pub(super) async fn send(&self, batch: &[Outgoing]) -> Result<(), RelayError> {
         let deliveries = self.publish(batch).await?;
+        if let Some(reason) = conflict(&deliveries) {
+            return Err(self.report_conflict(reason.to_owned()));
+        }
         self.record(batch, &deliveries).await?;
         match rejection(&deliveries) {
             Some(reason) => Err(RelayError::Broker(format!(
@@ -116,6 +119,8 @@ impl super::Worker {
                         .rejected
                         .push((e.seq, attempts, reason.clone(), dead));
                 }
+                // Not recorded: the batch stays pending until the stream is this database's.
+                Delivery::Conflict(_) => {}
             }
         }
         outcome.published.sort_unstable();
@@ -167,7 +172,15 @@ pub(super) fn outgoing() -> sea_orm::Select<event::Entity> {
 pub(super) fn rejection(deliveries: &[Delivery]) -> Option<&str> {
     deliveries.iter().find_map(|d| match d {
         Delivery::Rejected(reason) => Some(reason.as_str()),
-        Delivery::Published => None,
+        Delivery::Published | Delivery::Conflict(_) => None,
+    })
+}
+
+/// Why the stream turned out to hold another history, if it did.
+pub(super) fn conflict(deliveries: &[Delivery]) -> Option<&str> {
+    deliveries.iter().find_map(|d| match d {
+        Delivery::Conflict(reason) => Some(reason.as_str()),
+        _ => None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Test harness: runs the real `stockroom` binary on a random port with a SQLite file in a temp
 //! dir, and talks to it over HTTP like any client.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -8,6 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use redis_server::RedisServer;
 
 pub mod redis_server;
 pub mod small_disk;
@@ -447,4 +450,43 @@ pub async fn delivery_states(db: &impl sea_orm::ConnectionTrait, sql: &str) -> V
             )
         })
         .collect()
+}
+
+/// Options for a server publishing to `redis`, with short relay backoffs and `extra` settings.
+pub fn with_redis(redis: &RedisServer, extra: &[(&str, &str)]) -> Options {
+    let mut env = vec![
+        ("REDIS_URL".to_owned(), redis.url()),
+        (
+            "STOCKROOM_RELAY_BACKOFF_BASE_MS".to_owned(),
+            "20".to_owned(),
+        ),
+        (
+            "STOCKROOM_RELAY_BACKOFF_CAP_MS".to_owned(),
+            "300".to_owned(),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Options {
+        env,
+        ..Default::default()
+    }
+}
+
+/// The stream holds exactly the log: IDs `1-0..N-0` in order, each event id once, matching the
+/// database's log order.
+pub fn assert_stream_matches_log(entries: &[(String, HashMap<String, String>)], log: &[Value]) {
+    let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+    let expected: Vec<String> = (1..=log.len()).map(|i| format!("{i}-0")).collect();
+    assert_eq!(
+        ids, expected,
+        "stream IDs are the log positions, each once, in order"
+    );
+    for ((id, fields), event) in entries.iter().zip(log) {
+        assert_eq!(
+            fields["id"],
+            event["id"].as_str().unwrap(),
+            "entry {id} is the event at that position"
+        );
+        assert_eq!(event["cursor"], id.as_str());
+    }
 }
