@@ -137,10 +137,19 @@ async fn a_database_restored_from_an_earlier_copy_does_not_count_its_events_as_p
     wait_for_outbox(&admin, json!({ "pending": 0 })).await;
     server.terminate();
 
-    // The backup, taken while the service is stopped.
+    // The backup, taken while the service is stopped: the database file and its write-ahead
+    // log, as a file-level backup of a stopped SQLite database copies them.
     let backup = tempfile::tempdir().expect("backup dir");
-    let copy = backup.path().join("stockroom.db");
-    std::fs::copy(&database, &copy).expect("back up");
+    let files = |dir: &std::path::Path| {
+        ["", "-wal", "-shm"].map(|suffix| dir.join(format!("stockroom.db{suffix}")))
+    };
+    let live = files(database.parent().expect("database dir"));
+    let saved = files(backup.path());
+    for (from, to) in live.iter().zip(&saved) {
+        if from.exists() {
+            std::fs::copy(from, to).expect("back up");
+        }
+    }
 
     // The stream keeps going.
     let on_database = |extra: &[(&str, &str)]| Options {
@@ -153,10 +162,12 @@ async fn a_database_restored_from_an_earlier_copy_does_not_count_its_events_as_p
     server.terminate();
 
     // Restored from the copy: positions 1-5 published, the stream ends at 11.
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    for (to, from) in live.iter().zip(&saved) {
+        let _ = std::fs::remove_file(to);
+        if from.exists() {
+            std::fs::copy(from, to).expect("restore");
+        }
     }
-    std::fs::copy(&copy, &database).expect("restore");
     let server = Server::start_with(on_database(&[]));
     let admin = server.admin();
     adjust(&admin, &p, 2).await;
