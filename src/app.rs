@@ -194,11 +194,7 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     spawn_sweeper(db.clone(), settings, background.clone(), &tasks);
     let websocket = settings.websocket();
     let reservations = settings.batch_reservations.then(|| {
-        crate::domain::batching::ReservationBatcher::spawn(
-            db.clone(),
-            settings.group_commit_max,
-            &tasks,
-        )
+        crate::batcher::ReservationBatcher::spawn(db.clone(), settings.group_commit_max, &tasks)
     });
     let state = AppState {
         db,

@@ -4,6 +4,8 @@
 pub mod app;
 /// API keys and roles.
 pub mod auth;
+/// The reservation batcher (its queue and task).
+pub mod batcher;
 /// The clock every timestamp comes from.
 pub mod clock;
 /// Settings from flags and environment.

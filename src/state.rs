@@ -24,7 +24,7 @@ pub struct AppState {
     /// Limits of GraphQL WebSocket connections.
     pub websocket: crate::config::WebSocketLimits,
     /// Combines concurrent single-line reservations into one write, when enabled.
-    pub reservations: Option<crate::domain::batching::ReservationBatcher>,
+    pub reservations: Option<crate::batcher::ReservationBatcher>,
     /// Configured API keys.
     pub keys: ApiKeys,
     /// What `redriveEvents` tells this process's relay.

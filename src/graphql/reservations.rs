@@ -9,7 +9,7 @@ use super::auth::{Role, RoleGuard};
 use super::loaders;
 use super::products::Product;
 use super::{connection, state};
-use crate::domain::batching::{self, ReservationBatcher};
+use crate::batcher::{self, ReservationBatcher};
 use crate::domain::reservations::{self, Line, Reserve, Status};
 use crate::domain::{paging, stock::LevelKey};
 use crate::entity::reservation;
@@ -262,7 +262,7 @@ async fn reserve_recording_failure(
         count_outcome(&outcome);
         return outcome.map(|made| vec![made]);
     }
-    let outcome = batching::reserve_alone(&state.db, command).await;
+    let outcome = batcher::reserve_alone(&state.db, command).await;
     count_outcome(&outcome);
     outcome
 }
