@@ -4,10 +4,12 @@
 //! One writer task owns the group, so on SQLite writers never queue on the database lock.
 //!
 //! A write is answered only after the group's COMMIT: if the COMMIT fails, every write of the
-//! group fails with its cause and the transaction is rolled back. If a write in a shared group
-//! fails inside the database itself (not a domain refusal), the state of the whole transaction
-//! is no longer known (SQLite may have rolled it back, savepoints and all): the group is rolled
-//! back and every write in it runs again alone, so each gets its own true outcome.
+//! group fails with its cause and the transaction is rolled back. A write refused in its
+//! savepoint (by the domain, or by a constraint) is rolled back to it and the group goes on. But
+//! when storage fails, or the savepoint itself cannot be begun, released or rolled back, the
+//! state of the whole transaction is no longer known (SQLite may have rolled it back, savepoints
+//! and all): the group is rolled back and every write in it runs again alone, so each gets its
+//! own true outcome.
 
 use std::sync::Arc;
 
@@ -35,10 +37,10 @@ type Completion = Box<dyn for<'e> FnOnce(Fate<'e>) + Send>;
 /// How a write that ran in its group went.
 enum Outcome {
     Succeeded,
-    /// Refused by the domain (not found, insufficient stock, …): its savepoint rolled back.
+    /// Refused (not found, insufficient stock, a unique race, …): its savepoint rolled back.
     Refused,
-    /// A statement failed in the database itself: the transaction's state is unknown.
-    DatabaseFailed(DbErr),
+    /// Storage failed, or the savepoint did: the transaction's state is unknown.
+    StateUnknown(DbErr),
 }
 
 /// A write that ran in its group: how to answer its caller, and how it went.
@@ -81,17 +83,22 @@ where
     fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction, alone: bool) -> BoxFuture<'c, Ran> {
         Box::pin(async move {
             let Pending { work, reply, .. } = *self;
-            let outcome = if alone {
-                work(txn).await
+            let ran = if alone {
+                Ok(work(txn).await)
             } else {
                 in_savepoint(txn, work).await
             };
-            let how = match &outcome {
-                Ok(_) => Outcome::Succeeded,
-                Err(error) => match error.database_error() {
-                    Some(cause) => Outcome::DatabaseFailed(cause.clone()),
-                    None => Outcome::Refused,
-                },
+            let (outcome, how) = match ran {
+                Ok(Ok(value)) => (Ok(value), Outcome::Succeeded),
+                Ok(Err(AppError::StorageUnavailable(cause))) => (
+                    Err(AppError::StorageUnavailable(cause.clone())),
+                    Outcome::StateUnknown(cause),
+                ),
+                Ok(Err(error)) => (Err(error), Outcome::Refused),
+                Err(savepoint) => (
+                    Err(AppError::from(savepoint.clone())),
+                    Outcome::StateUnknown(savepoint),
+                ),
             };
             let complete: Completion = Box::new(move |fate| {
                 let answer = match fate {
@@ -119,7 +126,9 @@ where
     }
 }
 
-async fn in_savepoint<T, F>(txn: &DatabaseTransaction, work: F) -> AppResult<T>
+/// Runs `work` in a savepoint of `txn`: its own outcome, or `Err` when the savepoint itself
+/// could not be begun, released or rolled back (the transaction's state is then unknown).
+async fn in_savepoint<T, F>(txn: &DatabaseTransaction, work: F) -> Result<AppResult<T>, DbErr>
 where
     F: for<'c> Fn(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>>,
 {
@@ -127,11 +136,11 @@ where
     match work(&savepoint).await {
         Ok(value) => {
             savepoint.commit().await?;
-            Ok(value)
+            Ok(Ok(value))
         }
         Err(error) => {
             savepoint.rollback().await?;
-            Err(error)
+            Ok(Err(error))
         }
     }
 }
@@ -202,8 +211,9 @@ impl Writer {
     /// Runs one group in one transaction and commits it; wakes the relay. A write alone in its
     /// group (most writes at low load) skips the savepoint, two fewer round trips to SQLite's
     /// worker thread; if it fails, the transaction rolls back and its caller gets its own
-    /// error. A database failure in a shared group rolls the group back and sends every write
-    /// to run alone; a failed COMMIT fails every write with its cause.
+    /// error. A write that leaves a shared group's transaction in an unknown state (storage
+    /// failed, or its savepoint did) rolls the group back and sends every write to run alone; a
+    /// failed COMMIT fails every write with its cause.
     async fn write_group(&self, group: &mut Vec<Box<dyn Job>>) {
         let wake = group.iter().any(|job| job.wakes_relay());
         let txn = match begin_write(&self.conn).await {
@@ -218,15 +228,15 @@ impl Writer {
         let alone = group.len() == 1;
         let mut completions = Vec::with_capacity(group.len());
         let mut failed = false;
-        let mut database_failed = false;
+        let mut state_unknown = false;
         for job in group.drain(..) {
             let ran = job.run(&txn, alone).await;
             match &ran.outcome {
                 Outcome::Succeeded => {}
                 Outcome::Refused => failed |= alone,
-                Outcome::DatabaseFailed(error) => {
+                Outcome::StateUnknown(error) => {
                     self.health.failed(error);
-                    (failed, database_failed) = (true, true);
+                    (failed, state_unknown) = (true, true);
                 }
             }
             completions.push(ran.complete);
@@ -240,11 +250,12 @@ impl Writer {
             } else {
                 tracing::warn!(
                     writes = completions.len(),
-                    "a write failed in the database; its group runs again one write at a time"
+                    "a write left its group's transaction in an unknown state; the group runs \
+                     again one write at a time"
                 );
                 Fate::Abandoned
             };
-            debug_assert!(alone || database_failed);
+            debug_assert!(alone || state_unknown);
             completions.into_iter().for_each(|complete| complete(fate));
             return;
         }
