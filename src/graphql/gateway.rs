@@ -69,17 +69,28 @@ impl Gateway {
         self.schema.sdl()
     }
 
-    /// Attaches the parsed document (from the cache when seen before) after sizing it: the
-    /// expanded field and alias counts are computed once per fragment, so a document built to
-    /// explode is refused in time linear in its length.
-    /// Also returns a copy of a freshly parsed (not cached) document, to remember if it
-    /// validates.
+    /// Attaches the parsed document: from the cache when seen before (it was sized and
+    /// validated then), else freshly parsed and sized. Also returns a copy of a freshly parsed
+    /// document, to remember if it validates.
     fn prepare(
         &self,
         mut request: Request,
     ) -> Result<(Request, Option<ExecutableDocument>), ServerError> {
         let (document, cached) = self.parse(&request.query)?;
-        let expanded = document::expand(&document).map_err(|error| match error {
+        if !cached {
+            self.check_size(&document)?;
+        }
+        let fresh =
+            (!cached && request.query.len() <= CACHEABLE_QUERY_BYTES).then(|| document.clone());
+        request.set_parsed_query(document);
+        Ok((request, fresh))
+    }
+
+    /// Refuses a document too large once its fragments are expanded: the expanded field and
+    /// alias counts are computed once per fragment, so a document built to explode is refused
+    /// in time linear in its length.
+    fn check_size(&self, document: &ExecutableDocument) -> Result<(), ServerError> {
+        let expanded = document::expand(document).map_err(|error| match error {
             document::Unmeasurable::FragmentCycle(name) => ServerError::new(
                 format!("fragment cycle: fragment {name:?} spreads itself"),
                 None,
@@ -103,10 +114,7 @@ impl Gateway {
                 None,
             ));
         }
-        let fresh =
-            (!cached && request.query.len() <= CACHEABLE_QUERY_BYTES).then(|| document.clone());
-        request.set_parsed_query(document);
-        Ok((request, fresh))
+        Ok(())
     }
 
     /// The parsed document, and whether it came from the cache.
