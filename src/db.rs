@@ -32,9 +32,9 @@ const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 const SQLITE_ROW_BUFFER: usize = 4096;
 
 /// Opens the pool. A connection still inside a transaction when it would be handed out (a
-/// COMMIT or ROLLBACK failed) is closed instead of reused. SQLite gets WAL, `synchronous=NORMAL`, a 10 s busy timeout, foreign keys,
-/// memory-mapped reads (shared by every connection, instead of copying pages into each one's
-/// cache), an in-memory temp store (the savepoints of group commit journal there), and no
+/// COMMIT or ROLLBACK failed) is closed instead of reused. SQLite gets WAL,
+/// `synchronous=NORMAL`, a 10 s busy timeout, foreign keys, memory-mapped reads (shared by
+/// every connection, instead of copying pages into each one's cache), an in-memory temp store (the savepoints of group commit journal there), and no
 /// automatic checkpoints: [`spawn_checkpointer`] runs them off the write path. Each connection's
 /// worker thread may run [`SQLITE_ROW_BUFFER`] rows ahead of the task reading them.
 pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {

@@ -1,8 +1,9 @@
 //! Whether writes reach storage. Two guards keep "acknowledged" meaning "committed" when the
 //! disk fills or the database turns read-only: [`WriteHealth`] remembers the last storage
-//! failures of writes (for `/readyz`: failing while they are recent, until a write commits), and [`reusable`] keeps a
-//! pooled connection that is still inside a transaction (a COMMIT or ROLLBACK that failed) from
-//! ever being handed out again: the pool closes it and opens a fresh one.
+//! failure of a write (for `/readyz`: failing while it is recent, or until a write commits),
+//! and [`reusable`] keeps a pooled connection that is still inside a transaction (a COMMIT or
+//! ROLLBACK that failed) from ever being handed out again: the pool closes it and opens a fresh
+//! one.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,11 +24,13 @@ pub struct WriteHealth {
     state: Arc<Mutex<Recent>>,
 }
 
-/// The latest storage failure and the latest commit.
+/// The latest storage failure and the latest commit, and what was last reported of them.
 #[derive(Default)]
 struct Recent {
     failure: Option<(Instant, String)>,
     commit: Option<Instant>,
+    /// Whether "failing" is what the log and the gauge last said.
+    reported: bool,
 }
 
 impl Recent {
@@ -38,6 +41,20 @@ impl Recent {
         let committed_since = self.commit.is_some_and(|commit| commit > *at);
         (now.duration_since(*at) < FAILING_FOR || !committed_since).then_some(reason.as_str())
     }
+
+    /// Logs and sets the gauge when failing starts or ends; returns why it is failing now.
+    fn settle(&mut self, now: Instant) -> Option<String> {
+        let failing = self.failing(now).map(str::to_owned);
+        if failing.is_some() != self.reported {
+            self.reported = failing.is_some();
+            match &failing {
+                Some(reason) => tracing::error!(%reason, "writes are failing: storage unavailable"),
+                None => tracing::info!("writes are reaching storage again"),
+            }
+            metrics::gauge!("stockroom_storage_failing").set(f64::from(u8::from(self.reported)));
+        }
+        failing
+    }
 }
 
 impl WriteHealth {
@@ -45,11 +62,9 @@ impl WriteHealth {
     pub fn committed(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let was_failing = state.failing(now).is_some();
         state.commit = Some(now);
-        if was_failing && state.failing(now).is_none() {
-            tracing::info!("writes are reaching storage again");
-            metrics::gauge!("stockroom_storage_failing").set(0.0);
+        if state.reported {
+            state.settle(now);
         }
     }
 
@@ -58,24 +73,18 @@ impl WriteHealth {
         if !is_storage_failure(error) {
             return;
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.failing(Instant::now()).is_none() {
-            tracing::error!(%error, "writes are failing: storage unavailable");
-            metrics::gauge!("stockroom_storage_failing").set(1.0);
-        }
         metrics::counter!("stockroom_storage_failures_total").increment(1);
-        state.failure = Some((Instant::now(), error.to_string()));
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        state.failure = Some((now, error.to_string()));
+        state.settle(now);
     }
 
     /// Why writes are failing, while they are: a storage failure in the last 3 s, or one with no
     /// commit since.
     pub fn failure(&self) -> Option<String> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let failing = state.failing(Instant::now()).map(str::to_owned);
-        if failing.is_none() && state.failure.is_some() {
-            metrics::gauge!("stockroom_storage_failing").set(0.0);
-        }
-        failing
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.settle(Instant::now())
     }
 }
 
@@ -121,6 +130,25 @@ mod tests {
             recent.failing(now + FAILING_FOR * 10),
             Some("disk full"),
             "no commit since the failure"
+        );
+    }
+
+    #[test]
+    fn reports_each_start_and_end_of_failing_once() {
+        let now = Instant::now();
+        let mut recent = Recent::default();
+        assert_eq!(recent.settle(now), None);
+        assert!(!recent.reported);
+        recent.failure = Some((now, "disk full".into()));
+        assert_eq!(recent.settle(now).as_deref(), Some("disk full"));
+        assert!(recent.reported, "failing is reported");
+        recent.commit = Some(now + Duration::from_millis(10));
+        assert!(recent.settle(now + Duration::from_secs(1)).is_some());
+        assert!(recent.reported, "still failing within the hold");
+        assert_eq!(recent.settle(now + FAILING_FOR), None);
+        assert!(
+            !recent.reported,
+            "the end is reported, even with no commit after the hold"
         );
     }
 }

@@ -40,7 +40,7 @@ pub struct SystemQuery;
 #[Object]
 impl SystemQuery {
     /// Whether the database and the broker answer: `database` is `ok`, `down`, or `failing`
-    /// (it answers, but the latest write could not be stored: disk full, read-only).
+    /// (it answers, but writes cannot be stored: disk full, read-only).
     async fn health(&self, ctx: &Context<'_>) -> Health {
         let app = state(ctx);
         let database = if !crate::db::ping(&app.db.conn).await {

@@ -17,8 +17,8 @@ pub async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200 when the database answers and writes reach storage, with broker and
-/// outbox state. While the latest write failed for lack of storage (disk full, read-only), 503
-/// with `"database": "failing"` and the cause in `databaseError`.
+/// outbox state. While writes fail for lack of storage (disk full, read-only; see
+/// `db::WriteHealth`), 503 with `"database": "failing"` and the cause in `databaseError`.
 pub async fn readyz(State(state): State<HttpState>) -> Response {
     let app = &state.app;
     let figures = outbox::figures(&app.db.conn).await;
