@@ -11,13 +11,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{HttpState, assets, browsers};
-use crate::auth::{Principal, key_from_headers};
+use super::{HttpState, assets, browsers, header_text, presented_key};
+use crate::auth::Principal;
 use crate::error::AppError;
-
-pub(super) fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
 
 /// A GraphQL-shaped error response with `extensions.code`.
 pub(super) fn error_response(status: StatusCode, error: AppError) -> Response {
@@ -56,10 +52,7 @@ pub async fn post_graphql(
             return error_response(rejection.status(), error);
         }
     };
-    let key = key_from_headers(
-        header_text(&headers, "authorization"),
-        header_text(&headers, "x-api-key"),
-    );
+    let key = presented_key(&headers);
     let principal = match state.app.keys.authenticate(key.as_deref()) {
         Ok(principal) => principal,
         Err(error) => return error_response(StatusCode::UNAUTHORIZED, error),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -22,6 +22,19 @@ use tower_http::trace::TraceLayer;
 use crate::config::Settings;
 use crate::graphql::Gateway;
 use crate::state::AppState;
+
+/// A header's value as text, if it is there and readable.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The API key a request presents, in `Authorization: Bearer KEY` or `X-API-Key: KEY`.
+fn presented_key(headers: &HeaderMap) -> Option<String> {
+    crate::auth::key_from_headers(
+        header_text(headers, "authorization"),
+        header_text(headers, "x-api-key"),
+    )
+}
 
 /// Header carrying the request id (generated when the client sends none).
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

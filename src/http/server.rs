@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -101,6 +101,7 @@ pub async fn serve(
 ) {
     let counts = Arc::new(Counts::default());
     let connections = TaskTracker::new();
+    let mut accept_error_logged = None;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -111,7 +112,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    accept_failed(error).await;
+                    accept_failed(error, &mut accept_error_logged).await;
                     continue;
                 }
             },
@@ -170,16 +171,12 @@ fn refuse(stream: TcpStream, peer: SocketAddr, cap: &'static str) {
 }
 
 /// `accept` failed (e.g. out of file descriptors despite the cap): log it at most once a
-/// second, and pause briefly instead of spinning.
-async fn accept_failed(error: std::io::Error) {
-    static LAST_LOGGED: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+/// second (`last_logged` is the loop's own), and pause briefly instead of spinning.
+async fn accept_failed(error: std::io::Error, last_logged: &mut Option<Instant>) {
     metrics::counter!("stockroom_http_accept_errors_total").increment(1);
-    {
-        let mut last = LAST_LOGGED.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
-            tracing::error!(%error, "accept failed");
-            *last = Some(std::time::Instant::now());
-        }
+    if last_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+        tracing::error!(%error, "accept failed");
+        *last_logged = Some(Instant::now());
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
@@ -202,8 +199,9 @@ pub fn connection_cap(requested: usize) -> usize {
     cap
 }
 
+/// Raises the soft open-files limit to the hard limit; returns the soft limit now in force.
 #[cfg(unix)]
-fn raise_open_files_limit() -> u64 {
+pub fn raise_open_files_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -226,7 +224,8 @@ fn raise_open_files_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// Raises the soft open-files limit to the hard limit; returns the soft limit now in force.
 #[cfg(not(unix))]
-fn raise_open_files_limit() -> u64 {
+pub fn raise_open_files_limit() -> u64 {
     1024
 }

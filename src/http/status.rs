@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::HttpState;
-use crate::auth::{Role, key_from_headers};
+use super::{HttpState, presented_key};
+use crate::auth::Role;
 use crate::events::outbox;
 
 /// `GET /healthz`: 200 while the process runs.
@@ -52,8 +52,7 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
 /// API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`).
 pub async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     if let Some(required) = &state.metrics_key {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let presented = key_from_headers(text("authorization"), text("x-api-key"));
+        let presented = presented_key(&headers);
         let metrics_key = presented
             .as_deref()
             .is_some_and(|k| bool::from(k.as_bytes().ct_eq(required.as_bytes())));

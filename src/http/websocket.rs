@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 
-use super::graphql::{error_response, header_text};
-use super::{HttpState, browsers};
+use super::graphql::error_response;
+use super::{HttpState, browsers, header_text};
 use crate::auth::{ApiKeys, Principal, key_from_headers};
 use crate::error::AppError;
 use crate::graphql::events::SubscriptionSlots;

@@ -10,22 +10,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Raises this test process's own open-files limit: it holds more sockets than 1,024.
+/// Raises this test process's own open-files limit (with the service's own function): it
+/// holds more sockets than 1,024.
 fn raise_own_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
+    let limit = stockroom::http::server::raise_open_files_limit();
     assert!(
-        limit.rlim_cur >= 2_500,
-        "the test needs 2,500 open files, has {}",
-        limit.rlim_cur
+        limit >= 2_500,
+        "the test needs 2,500 open files, has {limit}"
     );
 }
 
