@@ -125,10 +125,14 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_starve_others() {
         timed_out > 0,
         "accepted slow connections are closed by the header timeout"
     );
-    let metrics = admin.get("/metrics").await.text().await.expect("metrics");
+    let counted = metric(
+        &admin,
+        "stockroom_http_connections_refused_total{cap=\"address\"}",
+    )
+    .await;
     assert!(
-        metrics.contains("stockroom_http_connections_refused_total{cap=\"address\"}"),
-        "refusals are counted"
+        counted >= refused as f64,
+        "every refusal is counted: {counted} counted, {refused} seen"
     );
     assert_eq!(admin.get("/healthz").await.status(), 200);
 }
@@ -231,7 +235,7 @@ async fn quantity_arithmetic_edges_are_bad_input_and_change_nothing() {
         "no event but reservation.failed"
     );
     assert!(
-        !server.logs().contains("INTERNAL"),
+        !server.logs().contains("internal error"),
         "no internal error on the way"
     );
 }

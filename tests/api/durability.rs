@@ -98,12 +98,6 @@ async fn write_concurrently(
     all
 }
 
-async fn readyz(client: &Client) -> (u16, Value) {
-    let response = client.get("/readyz").await;
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("readyz JSON"))
-}
-
 /// What a fresh reader sees of the level matches exactly what the clients were told.
 async fn assert_level_is_what_was_acknowledged(
     admin: &Client,
@@ -222,7 +216,7 @@ async fn disk_full_round_trip(extra_env: &[(&str, &str)], workers: usize) {
         vec!["STORAGE_UNAVAILABLE"],
         "every refusal says the storage is unavailable"
     );
-    let (status, body) = readyz(&admin).await;
+    let (status, body) = admin.readyz().await;
     assert_eq!(status, 503, "not ready while writes fail: {body}");
     assert_eq!(body["database"], "failing", "{body}");
     assert!(
@@ -240,14 +234,13 @@ async fn disk_full_round_trip(extra_env: &[(&str, &str)], workers: usize) {
         Duration::from_secs(10),
         "ready again after space came back",
         || async {
-            match readyz(&admin).await {
+            match admin.readyz().await {
                 (200, body) if body["database"] == "ok" => Ok(()),
                 (status, body) => Err(format!("{status} {body}")),
             }
         },
     )
     .await;
-    let before = told.refusals();
     let after = write_concurrently(&admin, &product, workers, 5, "after").await;
     assert_eq!(
         after.refusals(),
@@ -257,7 +250,6 @@ async fn disk_full_round_trip(extra_env: &[(&str, &str)], workers: usize) {
     );
     told.adjusted += after.adjusted;
     told.reserved.extend(after.reserved);
-    assert_eq!(told.refusals(), before);
     assert_state_is_what_was_acknowledged(&admin, &redis, &product, initial, &told).await;
 
     server.terminate();

@@ -251,12 +251,16 @@ async fn a_read_only_database_refuses_writes_then_recovers_on_postgres() {
         let code = body["errors"][0]["extensions"]["code"].as_str();
         // Sessions ended under the server may cost a request or two a reconnect; after that,
         // every write must say the storage is unavailable.
+        assert!(
+            code.is_some(),
+            "a write succeeded on a read-only database: {body}"
+        );
         if code == Some("STORAGE_UNAVAILABLE") {
             refusals += 1;
         } else {
-            assert!(
-                code.is_some(),
-                "a write succeeded on a read-only database: {body}"
+            assert_eq!(
+                refusals, 0,
+                "once reconnected, every write says why: {body}"
             );
         }
         assert!(std::time::Instant::now() < deadline);
@@ -265,10 +269,12 @@ async fn a_read_only_database_refuses_writes_then_recovers_on_postgres() {
         refusals >= 15,
         "refusals say the storage is unavailable: {refusals} of 20"
     );
-    let response = admin.get("/readyz").await;
-    assert_eq!(response.status(), 503);
-    let body: serde_json::Value = response.json().await.expect("readyz");
-    assert_eq!(body["database"], "failing", "{body}");
+    let (status, body) = admin.readyz().await;
+    assert_eq!(
+        (status, &body["database"]),
+        (503, &json!("failing")),
+        "{body}"
+    );
     let now = level(&admin, &p, "s1").await;
     assert_eq!(
         (now["quantity"].as_i64(), now["reserved"].as_i64()),
@@ -277,9 +283,9 @@ async fn a_read_only_database_refuses_writes_then_recovers_on_postgres() {
 
     set_read_only(&url, false).await;
     eventually(Duration::from_secs(15), "ready again", || async {
-        match admin.get("/readyz").await.status().as_u16() {
-            200 => Ok(()),
-            status => Err(status.to_string()),
+        match admin.readyz().await {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
         }
     })
     .await;

@@ -140,7 +140,7 @@ async fn a_killed_server_resumes_without_loss_or_duplicates() {
     assert_eq!(log.len(), total, "one event per committed write");
     let entries = redis.wait_for(STREAM, total, Duration::from_secs(30)).await;
     assert_stream_matches_log(&entries, &log);
-    let ready: Value = admin.get("/readyz").await.json().await.expect("readyz");
+    let (_, ready) = admin.readyz().await;
     assert_eq!(
         ready["broker"], "ok",
         "a republish after a crash is no conflict: {ready}"
@@ -189,11 +189,9 @@ async fn a_rejected_event_goes_dead_and_is_redriven() {
     redis.wait_for(STREAM, 1, Duration::from_secs(10)).await;
     let mut conn = kill_one_event(&redis, &admin, &p).await;
     eventually(Duration::from_secs(15), "the dead gauge", || async {
-        let metrics = admin.get("/metrics").await.text().await.unwrap_or_default();
-        if metrics.contains("stockroom_outbox_dead 1") {
-            Ok(())
-        } else {
-            Err(metrics)
+        match metric(&admin, "stockroom_outbox_dead").await {
+            1.0 => Ok(()),
+            dead => Err(format!("stockroom_outbox_dead {dead}")),
         }
     })
     .await;

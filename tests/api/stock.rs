@@ -476,17 +476,7 @@ fn plain_selection(type_name: &str) -> String {
 }
 
 async fn plain_fallbacks(server: &Server) -> f64 {
-    let text = server
-        .admin()
-        .get("/metrics")
-        .await
-        .text()
-        .await
-        .expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with("stockroom_plain_fallbacks_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric(&server.admin(), "stockroom_plain_fallbacks_total").await
 }
 
 #[tokio::test]

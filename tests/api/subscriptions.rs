@@ -36,23 +36,6 @@ fn env(pairs: &[(&str, &str)]) -> Options {
     }
 }
 
-/// The value of a metric in `/metrics` (0 when absent).
-async fn metric(client: &Client, name: &str) -> f64 {
-    let text = client
-        .get("/metrics")
-        .await
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            (key == name).then(|| value.parse().ok())?
-        })
-        .unwrap_or(0.0)
-}
-
 /// Waits until the server holds `count` open subscriptions, so that "live from now" starts
 /// before the test writes.
 async fn wait_subscribed(client: &Client, count: usize) {

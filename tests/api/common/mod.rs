@@ -204,14 +204,9 @@ impl Client {
 
     /// Posts a GraphQL request; returns the response body as sent (key order included).
     pub async fn request_text(&self, query: &str, variables: Value) -> String {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.url))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.expect("request sent");
+        let response = self
+            .post(json!({ "query": query, "variables": variables }))
+            .await;
         assert!(
             response.status().as_u16() < 500,
             "server error {}",
@@ -222,15 +217,19 @@ impl Client {
 
     /// Posts `query` with an `operationName`; returns the whole response body.
     pub async fn http_post_with_operation(&self, query: &str, operation: &str) -> Value {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.url))
-            .json(&json!({ "query": query, "operationName": operation }));
+        let response = self
+            .post(json!({ "query": query, "operationName": operation }))
+            .await;
+        response.json().await.expect("JSON response")
+    }
+
+    /// Posts a GraphQL request body with this client's key.
+    async fn post(&self, body: Value) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}/graphql", self.url)).json(&body);
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.expect("request sent");
-        response.json().await.expect("JSON response")
+        request.send().await.expect("request sent")
     }
 
     /// `data` of a request that must succeed.
@@ -246,6 +245,13 @@ impl Client {
         let code = body["errors"][0]["extensions"]["code"].as_str();
         code.unwrap_or_else(|| panic!("expected an error with a code, got {body}"))
             .to_owned()
+    }
+
+    /// `GET /readyz`: the status code and the JSON body.
+    pub async fn readyz(&self) -> (u16, Value) {
+        let response = self.get("/readyz").await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("readyz JSON"))
     }
 
     /// Raw GET.
@@ -294,6 +300,25 @@ pub async fn wait_for_outbox(admin: &Client, expected: Value) {
         }
     })
     .await
+}
+
+/// A metric from `/metrics`: the sum of the series named `series` (a name alone covers every
+/// label set; a name with labels, that series), 0 when absent.
+pub async fn metric(client: &Client, series: &str) -> f64 {
+    let text = client
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap_or_default();
+    let labelled = format!("{series}{{");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == series || key.starts_with(&labelled)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 /// Creates a store.
