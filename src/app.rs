@@ -101,7 +101,8 @@ fn relay_config(settings: &Settings) -> RelayConfig {
         backoff_base: Duration::from_millis(settings.relay_backoff_base_ms.max(1)),
         backoff_cap: Duration::from_millis(settings.relay_backoff_cap_ms.max(1)),
         max_attempts: settings.relay_max_attempts.max(1),
-        lease_ttl: Duration::from_secs(5),
+        lease_ttl: settings.relay_lease(),
+        database_url: settings.database_url.clone(),
     }
 }
 
@@ -190,7 +191,8 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         &relay_handle,
         background.clone(),
         &tasks,
-    );
+    )
+    .map_err(|e| startup("starting the relay")(&e))?;
     spawn_sweeper(db.clone(), settings, background.clone(), &tasks);
     let websocket = settings.websocket();
     let reservations = settings.batch_reservations.then(|| {

@@ -112,6 +112,18 @@ pub struct Settings {
     )]
     pub relay_poll_ms: u64,
 
+    /// How long relay leadership outlives its holder's silence, in milliseconds: a frozen or
+    /// cut-off holder's term ends after this (SQLite: the lease row expires; PostgreSQL: the
+    /// server ends the holder's idle session, and any transaction of the holder left open).
+    /// A killed holder's leadership on PostgreSQL ends at once, with its connection.
+    #[arg(
+        long,
+        env = "STOCKROOM_RELAY_LEASE_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub relay_lease_ms: u64,
+
     /// First retry delay of the relay after a broker failure, in milliseconds.
     #[arg(
         long,
@@ -353,6 +365,11 @@ impl Settings {
     /// Sweeper interval as a duration.
     pub fn sweep_interval(&self) -> Duration {
         Duration::from_millis(self.sweep_interval_ms.max(10))
+    }
+
+    /// How long relay leadership outlives its holder's silence (at least 200 ms).
+    pub fn relay_lease(&self) -> Duration {
+        Duration::from_millis(self.relay_lease_ms.max(200))
     }
 
     /// The WebSocket limits.

@@ -32,13 +32,16 @@ const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 const SQLITE_ROW_BUFFER: usize = 4096;
 
 /// Opens the pool. A connection still inside a transaction when it would be handed out (a
-/// COMMIT or ROLLBACK failed) is closed instead of reused. SQLite gets WAL,
+/// COMMIT or ROLLBACK failed) is closed instead of reused. On PostgreSQL the server ends a
+/// session left idle inside a transaction for longer than the relay lease: a frozen process
+/// cannot hold row locks (the relay's lease row, hot stock levels) that other instances wait on. SQLite gets WAL,
 /// `synchronous=NORMAL`, a 10 s busy timeout, foreign keys, memory-mapped reads (shared by
 /// every connection, instead of copying pages into each one's cache), an in-memory temp store (the savepoints of group commit journal there), and no
 /// automatic checkpoints: [`spawn_checkpointer`] runs them off the write path. Each connection's
 /// worker thread may run [`SQLITE_ROW_BUFFER`] rows ahead of the task reading them.
 pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(settings.database_url.clone());
+    let transaction_idle = format!("{}ms", settings.relay_lease().as_millis());
     options
         .max_connections(settings.db_pool.max(2))
         .min_connections(1)
@@ -56,6 +59,9 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
                 .pragma("temp_store", "memory")
                 .pragma("wal_autocheckpoint", "0")
                 .row_buffer_size(SQLITE_ROW_BUFFER)
+        })
+        .map_sqlx_postgres_opts(move |opts| {
+            opts.options([("idle_in_transaction_session_timeout", transaction_idle.clone())])
         })
         .map_sqlx_sqlite_before_acquire(|conn, _| {
             Box::pin(std::future::ready(Ok(storage::reusable(conn))))

@@ -7,6 +7,7 @@ mod m20261123_000002_create_stock_and_reservations;
 mod m20261123_000003_create_outbox;
 mod m20261123_000004_pending_events_index;
 mod m20261123_000005_event_delivery;
+mod m20261201_000006_relay_term;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_create_outbox::Migration),
             Box::new(m20261123_000004_pending_events_index::Migration),
             Box::new(m20261123_000005_event_delivery::Migration),
+            Box::new(m20261201_000006_relay_term::Migration),
         ]
     }
 }

@@ -2,7 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
-/// A lease row: `holder` owns the relay until `expires_at`.
+/// A lease row: `holder` owns the relay until `expires_at`, in its `term` (which grows by one
+/// at every takeover).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "relay_leases")]
 pub struct Model {
@@ -10,6 +11,7 @@ pub struct Model {
     pub name: String,
     pub holder: String,
     pub expires_at: DateTimeUtc,
+    pub term: i64,
 }
 
 /// No relations.

@@ -16,8 +16,9 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 when the database answers and writes reach storage, with broker and
-/// outbox state. While writes fail for lack of storage (disk full, read-only; see
+/// `GET /readyz`: 200 when the database answers and writes reach storage, with broker,
+/// outbox and relay state (`"relay": "active"` on the process that relays, `"standby"` on the
+/// others). While writes fail for lack of storage (disk full, read-only; see
 /// `db::WriteHealth`), 503 with `"database": "failing"` and the cause in `databaseError`.
 pub async fn readyz(State(state): State<HttpState>) -> Response {
     let app = &state.app;
@@ -33,6 +34,7 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
         "database": database,
         "broker": app.broker_status(),
         "outboxPending": figures.map(|f| f.pending).unwrap_or_default(),
+        "relay": if app.relay.is_active() { "active" } else { "standby" },
     });
     if let Some(cause) = storage_failure {
         body["databaseError"] = json!(cause);

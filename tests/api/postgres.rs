@@ -184,7 +184,7 @@ async fn migration_5_moves_delivery_state_and_back_on_postgres() {
     );
     assert_eq!(appended[3], (None, false, 0, None, false));
 
-    Migrator::down(&db, Some(1)).await.expect("migrate down");
+    Migrator::down(&db, Some(steps_back_to(4))).await.expect("migrate down");
     let rolled_back = delivery_states(&db, &format!("{columns} FROM events ORDER BY seq")).await;
     assert_eq!(
         rolled_back[..3],

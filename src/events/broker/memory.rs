@@ -32,6 +32,7 @@ impl Broker for MemoryBroker {
     fn publish<'a>(
         &'a self,
         events: &'a [Outgoing],
+        _term: i64,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>> {
         Box::pin(async move {
             let mut recent = self.recent.write().await;

@@ -3,6 +3,7 @@
 //! implementations: Redis Streams (`redis_streams`) and an in-process broker (`memory`).
 
 mod memory;
+mod redis_refusals;
 mod redis_streams;
 
 pub use self::memory::MemoryBroker;
@@ -33,6 +34,9 @@ pub enum Delivery {
     /// The stream holds another history at this place (another database wrote it, or this
     /// database was restored from an older copy): nothing of the batch is published.
     Conflict(String),
+    /// The stream is fenced at a later relay term: this relay's term has ended, nothing of the
+    /// batch went in.
+    Fenced(String),
 }
 
 /// Failure of the broker as a whole: nothing in the round can be assumed delivered.
@@ -100,13 +104,23 @@ pub trait Broker: Send + Sync + 'static {
     /// `redis` or `memory`.
     fn kind(&self) -> &'static str;
 
-    /// Publishes `events` (ascending positions); one `Delivery` per event, in order. A broker
-    /// that cannot keep order past a rejection may stop there and answer for fewer events: those
-    /// left out are neither published nor rejected, and the relay sends them again.
+    /// Publishes `events` (ascending positions) for the relay of `term`; one `Delivery` per
+    /// event, in order. A broker shared by several processes refuses the whole batch
+    /// (`Delivery::Fenced`) once a relay of a later term has published, atomically with the
+    /// append. A broker that cannot keep order past a rejection may stop there and answer for
+    /// fewer events: those left out are neither published nor rejected, and the relay sends them
+    /// again.
     fn publish<'a>(
         &'a self,
         events: &'a [Outgoing],
+        term: i64,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>>;
+
+    /// The latest relay term that published to the stream (0 when none, and for a broker only
+    /// this process writes). A new term starts above it.
+    fn fence(&self) -> BoxFuture<'_, Result<i64, BrokerDown>> {
+        Box::pin(async { Ok(0) })
+    }
 
     /// Reads events after `after_position`, waiting up to `block_ms` for new ones.
     fn read_after(

@@ -8,10 +8,16 @@ pub struct RedisBroker {
     client: redis::Client,
     publisher: tokio::sync::Mutex<Option<ConnectionManager>>,
     reader: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
-    stream: String,
+    pub(super) stream: String,
+    /// `<stream>:relay-term`: the latest relay term that published to the stream.
+    fence_key: String,
     max_len: usize,
     up: std::sync::atomic::AtomicBool,
+    append: redis::Script,
 }
+
+/// Arguments per stream entry in the fenced append: the entry ID and eight field/value pairs.
+const ENTRY_ARGUMENTS: usize = 17;
 
 impl RedisBroker {
     /// A broker for `url` and `stream`; connects lazily so the server starts while Redis is down.
@@ -20,9 +26,11 @@ impl RedisBroker {
             client: redis::Client::open(url)?,
             publisher: tokio::sync::Mutex::new(None),
             reader: tokio::sync::Mutex::new(None),
+            fence_key: format!("{stream}:relay-term"),
             stream,
             max_len,
             up: std::sync::atomic::AtomicBool::new(false),
+            append: redis::Script::new(include_str!("fenced_append.lua")),
         })
     }
 
@@ -42,17 +50,15 @@ impl RedisBroker {
         Ok(conn)
     }
 
-    fn down(&self, error: redis::RedisError) -> BrokerDown {
+    pub(super) fn down(&self, error: redis::RedisError) -> BrokerDown {
         self.up.store(false, Ordering::Relaxed);
         BrokerDown(error.to_string())
     }
 
-    fn xadd(&self, pipe: &mut redis::Pipeline, e: &Outgoing) {
-        let cmd = pipe.cmd("XADD").arg(&self.stream);
-        if self.max_len > 0 {
-            cmd.arg("MAXLEN").arg("~").arg(self.max_len);
-        }
-        cmd.arg(entry_id(e.position))
+    /// Adds one entry's arguments (its ID and fields) to the fenced append.
+    fn entry(invocation: &mut redis::ScriptInvocation<'_>, e: &Outgoing) {
+        invocation
+            .arg(entry_id(e.position))
             .arg("id")
             .arg(e.id.to_string())
             .arg("type")
@@ -72,124 +78,9 @@ impl RedisBroker {
     }
 }
 
-impl RedisBroker {
-    /// Redis refused the entries of `refused` (indices into `events`) as at or below the
-    /// stream's top. One `XRANGE` over their positions says what is there: the same event (a
-    /// republish after a crash: published), another event (another history: conflict), or
-    /// nothing. A missing entry of an event rejected before (a redriven one) was overtaken by
-    /// later events: rejected. A missing entry below the stream's first one was trimmed: it was
-    /// there. Any other missing entry is a conflict (the top is above a place that is empty).
-    async fn check_refused(
-        &self,
-        conn: &mut ConnectionManager,
-        events: &[Outgoing],
-        refused: &[usize],
-        deliveries: &mut [Delivery],
-    ) -> Result<(), BrokerDown> {
-        let (Some(&first), Some(&last)) = (refused.first(), refused.last()) else {
-            return Ok(());
-        };
-        let range: redis::streams::StreamRangeReply = conn
-            .xrange(
-                &self.stream,
-                entry_id(events[first].position),
-                entry_id(events[last].position),
-            )
-            .await
-            .map_err(|err| self.down(err))?;
-        let found: HashMap<i64, Option<String>> = range
-            .ids
-            .iter()
-            .filter_map(|entry| {
-                let id = entry
-                    .map
-                    .get("id")
-                    .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
-                Some((parse_entry_id(&entry.id)?, id))
-            })
-            .collect();
-        let mut stream_start = None;
-        for &index in refused {
-            let e = &events[index];
-            deliveries[index] = match found.get(&e.position) {
-                Some(Some(id)) if *id == e.id.to_string() => Delivery::Published,
-                Some(other) => Delivery::Conflict(format!(
-                    "stream {:?} holds event {} at position {}, this database has event {} there",
-                    self.stream,
-                    other.as_deref().unwrap_or("(no id)"),
-                    e.position,
-                    e.id
-                )),
-                None if e.rejected_before => Delivery::Rejected(
-                    "later events are already in the stream; it cannot be placed".into(),
-                ),
-                None => {
-                    if stream_start.is_none() {
-                        stream_start = Some(self.first_position(conn).await?);
-                    }
-                    match stream_start.flatten() {
-                        Some(start) if start > e.position => Delivery::Published,
-                        _ => Delivery::Conflict(format!(
-                            "stream {:?} has no entry at position {} but its top is above it",
-                            self.stream, e.position
-                        )),
-                    }
-                }
-            };
-        }
-        Ok(())
-    }
-
-    /// The position of the stream's first entry.
-    async fn first_position(
-        &self,
-        conn: &mut ConnectionManager,
-    ) -> Result<Option<i64>, BrokerDown> {
-        let first: redis::streams::StreamRangeReply = conn
-            .xrange_count(&self.stream, "-", "+", 1)
-            .await
-            .map_err(|err| self.down(err))?;
-        Ok(first
-            .ids
-            .first()
-            .and_then(|entry| parse_entry_id(&entry.id)))
-    }
-
-    /// Removes entries this call added to a stream that turned out to hold another history, so
-    /// that nothing of this database stays in it.
-    async fn withdraw(
-        &self,
-        conn: &mut ConnectionManager,
-        events: &[Outgoing],
-        added: &[usize],
-    ) -> Result<(), BrokerDown> {
-        if added.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<String> = added
-            .iter()
-            .map(|&i| entry_id(events[i].position))
-            .collect();
-        let _: i64 = conn
-            .xdel(&self.stream, &ids)
-            .await
-            .map_err(|err| self.down(err))?;
-        Ok(())
-    }
-}
-
 /// True for Redis's refusal of an entry ID at or below the stream's top: already published.
-fn is_already_published(error: &redis::RedisError) -> bool {
-    error
-        .to_string()
-        .contains("equal or smaller than the target stream top item")
-}
-
-fn is_connection_error(error: &redis::RedisError) -> bool {
-    error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_timeout()
+fn is_already_published(error: &str) -> bool {
+    error.contains("equal or smaller than the target stream top item")
 }
 
 impl Broker for RedisBroker {
@@ -200,32 +91,42 @@ impl Broker for RedisBroker {
     fn publish<'a>(
         &'a self,
         events: &'a [Outgoing],
+        term: i64,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>> {
         Box::pin(async move {
             let mut conn = self.connection().await?;
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
+            let mut invocation = self.append.prepare_invoke();
+            invocation
+                .key(&self.stream)
+                .key(&self.fence_key)
+                .arg(term)
+                .arg(self.max_len)
+                .arg(ENTRY_ARGUMENTS);
             for e in events {
-                self.xadd(&mut pipe, e);
+                Self::entry(&mut invocation, e);
             }
-            let replies: Vec<RedisResult<String>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.down(e))?;
+            let replies: Vec<String> = match invocation.invoke_async(&mut conn).await {
+                Ok(replies) => replies,
+                Err(err) if err.code() == Some("FENCED") => {
+                    self.up.store(true, Ordering::Relaxed);
+                    let reason = err.detail().unwrap_or("fenced").to_owned();
+                    return Ok(vec![Delivery::Fenced(reason); events.len()]);
+                }
+                Err(err) => return Err(self.down(err)),
+            };
             let mut deliveries = Vec::with_capacity(replies.len());
             let (mut added, mut refused) = (Vec::new(), Vec::new());
             for (index, reply) in replies.into_iter().enumerate() {
-                deliveries.push(match reply {
-                    Ok(_) => {
+                deliveries.push(match reply.strip_prefix('!') {
+                    None => {
                         added.push(index);
                         Delivery::Published
                     }
-                    Err(err) if is_already_published(&err) => {
+                    Some(error) if is_already_published(error) => {
                         refused.push(index);
                         Delivery::Published
                     }
-                    Err(err) if is_connection_error(&err) => return Err(self.down(err)),
-                    Err(err) => Delivery::Rejected(err.to_string()),
+                    Some(error) => Delivery::Rejected(error.to_owned()),
                 });
             }
             self.check_refused(&mut conn, events, &refused, &mut deliveries)
@@ -315,6 +216,17 @@ impl Broker for RedisBroker {
                     .unwrap_or(Uuid::nil());
                 Some((position, id))
             }))
+        })
+    }
+
+    fn fence(&self) -> BoxFuture<'_, Result<i64, BrokerDown>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let fence: Option<i64> = conn
+                .get(&self.fence_key)
+                .await
+                .map_err(|err| self.down(err))?;
+            Ok(fence.unwrap_or(0))
         })
     }
 

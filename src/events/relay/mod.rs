@@ -1,21 +1,25 @@
 //! The outbox relay: gives events their positions, publishes them in order, retries, dead-letters.
-//! This file is the loop (rounds, backoff, wake-ups, the broker watch); `lease` holds the one
-//! relay per database, `identity` checks that the stream holds this database's history,
-//! `positions` gives positions, `outcomes` publishes batches and records what the broker said,
-//! `redrive` puts dead events back.
+//! This file is the loop (rounds, backoff, wake-ups, the broker watch); `leadership` says which
+//! process relays and in which term (`lease` on SQLite, `session` on PostgreSQL), `identity`
+//! checks that the stream holds this database's history, `positions` gives positions,
+//! `outcomes` publishes batches and records what the broker said, `redrive` puts dead events
+//! back.
 //!
-//! One relay publishes per database at a time: it holds a lease row that it renews while alive;
-//! another process takes the lease over once it expires.
+//! One relay publishes per database at a time, in a term; positioning and publishing are fenced
+//! with the term, so a relay whose term ended while it was paused changes nothing.
 
 mod identity;
+mod leadership;
 mod lease;
 mod outcomes;
 mod positions;
 mod redrive;
+mod session;
 
 pub use redrive::redrive;
 
-use outcomes::{conflict, rejection};
+use leadership::Leadership;
+use outcomes::{conflict, fenced, rejection};
 use positions::{Waiting, position_range};
 
 use std::sync::Arc;
@@ -45,8 +49,10 @@ pub struct RelayConfig {
     pub backoff_cap: Duration,
     /// Attempts before an event the broker rejects is marked dead.
     pub max_attempts: i32,
-    /// How long a lease lasts without renewal.
+    /// How long leadership outlives its holder's silence.
     pub lease_ttl: Duration,
+    /// The database, for the PostgreSQL leadership session.
+    pub database_url: String,
 }
 
 /// What the rest of the process holds of the relay: a `redriveEvents` here (after its commit)
@@ -56,9 +62,15 @@ pub struct RelayConfig {
 pub struct RelayHandle {
     redriven: Arc<std::sync::atomic::AtomicBool>,
     conflict: Arc<std::sync::Mutex<Option<String>>>,
+    active: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RelayHandle {
+    /// True while this process runs the relay (the others stand by).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
     /// Why this process's relay stopped publishing, when the stream holds another history.
     pub fn conflict(&self) -> Option<String> {
         self.conflict
@@ -74,8 +86,12 @@ const SHUTDOWN_BATCHES: usize = 8;
 
 /// Everything the relay loop works with.
 struct Worker {
-    /// Until when this process is known to hold the lease without asking the database.
-    held_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How this process takes part in leadership.
+    leadership: Leadership,
+    /// The term this process last knew it relays in (0: none).
+    term: std::sync::atomic::AtomicI64,
+    /// Whether this process relays (`RelayHandle::is_active`).
+    active: Arc<std::sync::atomic::AtomicBool>,
     /// Whether positioned but unpublished events may be waiting: at start (another process or
     /// a crash may have left some), after a failed round, after a round that stopped with
     /// positioned batches in hand, or while the lease was elsewhere. While false, a round skips
@@ -87,7 +103,6 @@ struct Worker {
     db: Db,
     broker: Arc<dyn Broker>,
     config: RelayConfig,
-    holder: String,
     wake: Arc<Notify>,
     redriven: Arc<std::sync::atomic::AtomicBool>,
     /// Set while the stream holds another history (see `identity`).
@@ -107,15 +122,31 @@ pub fn spawn(
     handle: &RelayHandle,
     shutdown: Shutdown,
     tasks: &tokio_util::task::TaskTracker,
-) {
+) -> Result<(), AppError> {
+    let holder = Uuid::new_v4().to_string();
+    let leadership = match db.conn.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => Leadership::Session(
+            session::SessionLock::start(
+                &config.database_url,
+                holder,
+                config.lease_ttl,
+                wake.clone(),
+                tasks,
+            )
+            .map_err(|e| AppError::Internal(format!("relay leadership session: {e}")))?,
+        ),
+        _ => Leadership::Lease(lease::LeaseRow::new(db.clone(), holder, config.lease_ttl)),
+    };
+    metrics::gauge!("stockroom_relay_active").set(0.0);
     let worker = Worker {
-        held_until: std::sync::Mutex::new(None),
+        leadership,
+        term: std::sync::atomic::AtomicI64::new(0),
+        active: handle.active.clone(),
         leftovers: std::sync::atomic::AtomicBool::new(true),
         leftovers_seen: std::sync::Mutex::new(std::time::Instant::now()),
         db,
         broker,
         config,
-        holder: Uuid::new_v4().to_string(),
         wake,
         redriven: handle.redriven.clone(),
         conflict: handle.conflict.clone(),
@@ -128,6 +159,7 @@ pub fn spawn(
     );
     tasks.spawn(watch);
     tasks.spawn(worker.run(shutdown));
+    Ok(())
 }
 
 /// Once a second, off the relay's path: asks the broker whether it is up (for `/readyz` on every
@@ -163,6 +195,11 @@ impl Worker {
                     failures = 0;
                     self.config.poll
                 }
+                Err(RelayError::Fenced { term, stage, reason }) => {
+                    self.step_down(term, stage, &reason);
+                    failures = 0;
+                    self.config.poll
+                }
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     metrics::counter!("stockroom_relay_failures_total").increment(1);
@@ -179,7 +216,7 @@ impl Worker {
         if let Err(error) = self.round(SHUTDOWN_BATCHES, Waiting::Unknown).await {
             tracing::warn!(%error, "relay could not flush at shutdown");
         }
-        self.release_lease().await;
+        self.leadership.release().await;
     }
 
     /// Exponential backoff with full jitter, capped.
@@ -198,32 +235,32 @@ impl Worker {
     /// positions new events and publishes them, batch after batch, until none are left or
     /// `max_batches` went out. `Ok(true)` when more work is waiting.
     async fn round(&self, max_batches: usize, waiting: Waiting) -> Result<bool, RelayError> {
-        if !self.hold_lease().await? {
+        let Some(term) = self.current_term().await? else {
             self.leftovers.store(true, Ordering::Relaxed);
             return Ok(false);
-        }
+        };
         self.verify_stream().await?;
-        if self.look_for_leftovers() && !self.publish_leftovers(max_batches).await? {
+        if self.look_for_leftovers() && !self.publish_leftovers(term, max_batches).await? {
             return Ok(true);
         }
-        self.publish_new(max_batches, waiting).await
+        self.publish_new(term, max_batches, waiting).await
     }
 
     /// Publishes positioned, unpublished events in position order, one batch at a time. True
     /// when none are left.
-    async fn publish_leftovers(&self, max_batches: usize) -> Result<bool, RelayError> {
+    async fn publish_leftovers(&self, term: i64, max_batches: usize) -> Result<bool, RelayError> {
         let mut last = None;
         for _ in 0..max_batches {
             let batch = self.positioned_after(last).await?;
             if batch.is_empty() {
                 return Ok(true);
             }
-            self.send(&batch).await?;
+            self.send(&batch, term).await?;
             if (batch.len() as u64) < self.config.batch {
                 return Ok(true);
             }
             last = batch.last().map(|e| e.position);
-            if !self.hold_lease().await? {
+            if !self.still_leading(term).await? {
                 return Ok(false);
             }
         }
@@ -234,13 +271,19 @@ impl Worker {
     /// batch N-1 is marked published, batch N+1 (positioned last time) is read, and batch N+2
     /// is positioned. A batch goes out only after the one before it was confirmed; marking
     /// published may trail, because a republish after a crash is refused as already there.
-    async fn publish_new(&self, max_batches: usize, waiting: Waiting) -> Result<bool, RelayError> {
-        let Some(first) = position_range(&self.db, self.config.batch, waiting).await? else {
+    async fn publish_new(
+        &self,
+        term: i64,
+        max_batches: usize,
+        waiting: Waiting,
+    ) -> Result<bool, RelayError> {
+        let batch = self.config.batch;
+        let Some(first) = position_range(&self.db, batch, waiting, term).await? else {
             self.leftovers.store(false, Ordering::Relaxed);
             return Ok(false);
         };
         let mut current = self.read_range(Some(first)).await?;
-        let mut ahead = position_range(&self.db, self.config.batch, Waiting::Unknown).await?;
+        let mut ahead = position_range(&self.db, batch, Waiting::Unknown, term).await?;
         let mut previous: Option<(Vec<Outgoing>, Vec<Delivery>)> = None;
         for _ in 0..max_batches {
             if current.is_empty() {
@@ -254,13 +297,17 @@ impl Worker {
                 }
             }
             let (published, recorded, next, positioned) = tokio::join!(
-                self.publish(&current),
+                self.publish(&current, term),
                 self.record_previous(previous.take()),
                 self.read_range(ahead.take()),
-                position_range(&self.db, self.config.batch, Waiting::Unknown),
+                position_range(&self.db, batch, Waiting::Unknown, term),
             );
             recorded?;
             let deliveries = published?;
+            if let Some(reason) = fenced(&deliveries) {
+                self.record_previous(previous.take()).await?;
+                return Err(RelayError::fenced(term, "publish", reason));
+            }
             if let Some(reason) = conflict(&deliveries) {
                 return Err(self.report_conflict(reason.to_owned()));
             }
@@ -272,7 +319,7 @@ impl Worker {
             }
             previous = Some((std::mem::take(&mut current), deliveries));
             (current, ahead) = (next?, positioned?);
-            if !self.hold_lease().await? {
+            if !self.still_leading(term).await? {
                 break;
             }
         }
@@ -309,4 +356,20 @@ enum RelayError {
     Broker(String),
     #[error("the stream holds another history: {0}")]
     Conflict(String),
+    #[error("relay term {term} has ended ({stage}): {reason}")]
+    Fenced {
+        term: i64,
+        stage: &'static str,
+        reason: String,
+    },
+}
+
+impl RelayError {
+    fn fenced(term: i64, stage: &'static str, reason: &str) -> Self {
+        RelayError::Fenced {
+            term,
+            stage,
+            reason: reason.to_owned(),
+        }
+    }
 }

@@ -30,12 +30,16 @@ impl super::Worker {
     }
 
     /// Hands a batch to the broker (nothing to do for an empty one).
-    pub(super) async fn publish(&self, batch: &[Outgoing]) -> Result<Vec<Delivery>, RelayError> {
+    pub(super) async fn publish(
+        &self,
+        batch: &[Outgoing],
+        term: i64,
+    ) -> Result<Vec<Delivery>, RelayError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         self.broker
-            .publish(batch)
+            .publish(batch, term)
             .await
             .map_err(|e| RelayError::Broker(e.0))
     }
@@ -52,8 +56,11 @@ impl super::Worker {
     }
 
     /// Publishes a batch and records the outcome; an event the broker rejected fails the round.
-    pub(super) async fn send(&self, batch: &[Outgoing]) -> Result<(), RelayError> {
-        let deliveries = self.publish(batch).await?;
+    pub(super) async fn send(&self, batch: &[Outgoing], term: i64) -> Result<(), RelayError> {
+        let deliveries = self.publish(batch, term).await?;
+        if let Some(reason) = fenced(&deliveries) {
+            return Err(RelayError::fenced(term, "publish", reason));
+        }
         if let Some(reason) = conflict(&deliveries) {
             return Err(self.report_conflict(reason.to_owned()));
         }
@@ -119,8 +126,9 @@ impl super::Worker {
                         .rejected
                         .push((e.seq, attempts, reason.clone(), dead));
                 }
-                // Not recorded: the batch stays pending until the stream is this database's.
-                Delivery::Conflict(_) => {}
+                // Not recorded: the batch stays pending until the stream is this database's, or
+                // for the relay of the current term.
+                Delivery::Conflict(_) | Delivery::Fenced(_) => {}
             }
         }
         outcome.published.sort_unstable();
@@ -172,7 +180,15 @@ pub(super) fn outgoing() -> sea_orm::Select<event::Entity> {
 pub(super) fn rejection(deliveries: &[Delivery]) -> Option<&str> {
     deliveries.iter().find_map(|d| match d {
         Delivery::Rejected(reason) => Some(reason.as_str()),
-        Delivery::Published | Delivery::Conflict(_) => None,
+        Delivery::Published | Delivery::Conflict(_) | Delivery::Fenced(_) => None,
+    })
+}
+
+/// Why the broker refused the batch for a relay whose term has ended, if it did.
+pub(super) fn fenced(deliveries: &[Delivery]) -> Option<&str> {
+    deliveries.iter().find_map(|d| match d {
+        Delivery::Fenced(reason) => Some(reason.as_str()),
+        _ => None,
     })
 }
 

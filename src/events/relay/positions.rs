@@ -4,9 +4,10 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
+use super::RelayError;
+use super::leadership::holds_term;
 use crate::db::Db;
 use crate::entity::event_delivery;
-use crate::error::AppResult;
 
 /// Whether unpositioned events are known to be waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,16 +22,31 @@ pub(super) enum Waiting {
 /// the first and last position given (a contiguous run), or `None` when none were waiting.
 /// Unless a commit just announced events, reads first, so an idle relay writes nothing; a
 /// commit's wake-up skips that read (one round trip less between a write and its subscribers).
+///
+/// Fenced: the positions commit only if the lease row still holds `term`, read in the same
+/// transaction (see `leadership::holds_term`).
 pub(super) async fn position_range(
     db: &Db,
     batch: u64,
     waiting: Waiting,
-) -> AppResult<Option<(i64, i64)>> {
+    term: i64,
+) -> Result<Option<(i64, i64)>, RelayError> {
     if waiting == Waiting::Unknown && !any_unpositioned(&db.conn).await? {
         return Ok(None);
     }
-    db.write_quietly(move |txn| Box::pin(async move { Ok(assign_positions(txn, batch).await?) }))
-        .await
+    let positioned = db
+        .write_quietly(move |txn| {
+            Box::pin(async move {
+                if !holds_term(txn, term).await? {
+                    return Ok(Err(()));
+                }
+                Ok(Ok(assign_positions(txn, batch).await?))
+            })
+        })
+        .await?;
+    positioned.map_err(|()| {
+        RelayError::fenced(term, "position", "the lease row holds a later term")
+    })
 }
 
 /// Whether any event waits for its position.

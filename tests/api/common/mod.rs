@@ -451,6 +451,12 @@ pub async fn race_for_one_unit(clients: Vec<Client>, product: &str, store: &str)
 /// last error, dead.
 pub type DeliveryState = (Option<i64>, bool, i32, Option<String>, bool);
 
+/// How many migrations `Migrator::down` undoes to go back to the schema of migration `version`.
+pub fn steps_back_to(version: usize) -> u32 {
+    use migration::MigratorTrait;
+    (migration::Migrator::migrations().len() - version) as u32
+}
+
 /// The columns `delivery_states` expects, in order, for a table or view with delivery state.
 pub const DELIVERY_COLUMNS: &str =
     "SELECT position, published_at IS NOT NULL, attempts, last_error, dead_at IS NOT NULL";
