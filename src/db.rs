@@ -61,7 +61,10 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
                 .row_buffer_size(SQLITE_ROW_BUFFER)
         })
         .map_sqlx_postgres_opts(move |opts| {
-            opts.options([("idle_in_transaction_session_timeout", transaction_idle.clone())])
+            opts.options([(
+                "idle_in_transaction_session_timeout",
+                transaction_idle.clone(),
+            )])
         })
         .map_sqlx_sqlite_before_acquire(|conn, _| {
             Box::pin(std::future::ready(Ok(storage::reusable(conn))))

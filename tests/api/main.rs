@@ -9,6 +9,8 @@ mod catalog;
 mod connections;
 mod durability;
 mod events;
+mod fencing;
+mod leadership;
 mod migrations;
 mod postgres;
 mod relay;

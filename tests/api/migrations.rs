@@ -74,7 +74,9 @@ async fn migration_5_rolls_back_to_the_wide_events_table_with_its_state() {
         .await
         .expect("connect");
     Migrator::up(&db, None).await.expect("up");
-    Migrator::down(&db, Some(steps_back_to(4))).await.expect("down");
+    Migrator::down(&db, Some(steps_back_to(4)))
+        .await
+        .expect("down");
     let state = delivery_states(&db, &format!("{DELIVERY_COLUMNS} FROM events ORDER BY seq")).await;
     assert_eq!(
         state,

@@ -3,41 +3,10 @@
 
 use std::time::Duration;
 
+use crate::common::postgres::{ADMIN_URL, drop_database, fresh_database, on_postgres};
 use crate::common::*;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
-
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// Drops a test database (the server must be stopped).
-async fn drop_database(url: &str) {
-    let name = url.rsplit('/').next().unwrap_or_default();
-    let admin = Database::connect(ADMIN_URL).await.expect("PostgreSQL");
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .expect("drop database");
-}
-
-/// Creates an empty database and returns its URL. Fails loudly when PostgreSQL is not running.
-async fn fresh_database() -> String {
-    let name = format!("stockroom_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(ADMIN_URL)
-        .await
-        .expect("PostgreSQL must be running on 127.0.0.1:5432 (trust auth)");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
-}
-
-fn on_postgres(url: String) -> Options {
-    Options {
-        database_url: Some(url),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_reservations_never_oversell_on_postgres() {
@@ -184,7 +153,9 @@ async fn migration_5_moves_delivery_state_and_back_on_postgres() {
     );
     assert_eq!(appended[3], (None, false, 0, None, false));
 
-    Migrator::down(&db, Some(steps_back_to(4))).await.expect("migrate down");
+    Migrator::down(&db, Some(steps_back_to(4)))
+        .await
+        .expect("migrate down");
     let rolled_back = delivery_states(&db, &format!("{columns} FROM events ORDER BY seq")).await;
     assert_eq!(
         rolled_back[..3],

@@ -1,8 +1,8 @@
 //! What a refused stream entry means: Redis refuses an entry ID at or below the stream's top,
 //! and what is at that place tells a republish (published) from another history (conflict).
 
-use super::*;
 use super::redis_streams::RedisBroker;
+use super::*;
 
 impl RedisBroker {
     /// Redis refused the entries of `refused` (indices into `events`) as at or below the
@@ -109,4 +109,3 @@ impl RedisBroker {
         Ok(())
     }
 }
-

@@ -195,7 +195,11 @@ impl Worker {
                     failures = 0;
                     self.config.poll
                 }
-                Err(RelayError::Fenced { term, stage, reason }) => {
+                Err(RelayError::Fenced {
+                    term,
+                    stage,
+                    reason,
+                }) => {
                     self.step_down(term, stage, &reason);
                     failures = 0;
                     self.config.poll

@@ -44,9 +44,8 @@ pub(super) async fn position_range(
             })
         })
         .await?;
-    positioned.map_err(|()| {
-        RelayError::fenced(term, "position", "the lease row holds a later term")
-    })
+    positioned
+        .map_err(|()| RelayError::fenced(term, "position", "the lease row holds a later term"))
 }
 
 /// Whether any event waits for its position.

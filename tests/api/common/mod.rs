@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use redis_server::RedisServer;
 
+pub mod postgres;
 pub mod redis_server;
 pub mod small_disk;
 pub mod ws;
@@ -133,6 +134,25 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process freezes (its sockets stay open), as in a long pause.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a paused process runs again.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {signal} failed");
     }
 
     /// SIGTERM, then the exit status.

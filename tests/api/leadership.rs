@@ -1,0 +1,259 @@
+//! Relay leadership across instances on PostgreSQL (a fresh database and a redis-server of the
+//! test's own): one instance relays at a time, in a term; a killed holder is replaced within a
+//! second; a frozen one (SIGSTOP past its lease, at whatever point of its pipeline) can neither
+//! lose, repeat nor reorder anything in the stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::json;
+
+use crate::common::postgres::{drop_database, fresh_database};
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
+
+const STREAM: &str = "inventory-events";
+const ADJUST: &str = "mutation($p: UUID!, $d: Int!) {
+  adjustStock(input: {productId: $p, storeId: \"s1\", delta: $d}) { version } }";
+
+/// Two instances on one PostgreSQL database, publishing to one Redis.
+struct Pair {
+    servers: [Server; 2],
+}
+
+impl Pair {
+    fn start(redis: &RedisServer, url: &str, extra: &[(&str, &str)]) -> Pair {
+        let options = || Options {
+            database_url: Some(url.to_owned()),
+            ..with_redis(redis, extra)
+        };
+        Pair {
+            servers: [Server::start_with(options()), Server::start_with(options())],
+        }
+    }
+
+    /// The instance that relays, once exactly one says so in `/readyz`.
+    async fn active(&self, within: Duration) -> usize {
+        eventually(within, "exactly one instance relays", || async {
+            let mut active = Vec::new();
+            for (i, server) in self.servers.iter().enumerate() {
+                let (_, body) = server.admin().readyz().await;
+                match body["relay"].as_str() {
+                    Some("active") => active.push(i),
+                    Some("standby") => {}
+                    other => return Err(format!("relay is {other:?} in {body}")),
+                }
+            }
+            match active[..] {
+                [one] => Ok(one),
+                _ => Err(format!("active: {active:?}")),
+            }
+        })
+        .await
+    }
+
+    /// Sum of a metric over both instances.
+    async fn metric(&self, series: &str) -> f64 {
+        metric(&self.servers[0].admin(), series).await
+            + metric(&self.servers[1].admin(), series).await
+    }
+}
+
+/// Writers adjusting the level through each of `clients` until `stop`; a write cut off by a
+/// pause may fail (its session ended), and only acknowledged ones are counted.
+fn keep_writing(
+    clients: Vec<Client>,
+    product: &str,
+    stop: &Arc<AtomicBool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<AtomicUsize>) {
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let writers = clients
+        .into_iter()
+        .map(|client| {
+            let (product, stop, acknowledged) =
+                (product.to_owned(), stop.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let body = client
+                        .request(ADJUST, json!({ "p": product, "d": 1 }))
+                        .await;
+                    if body["errors"].is_null() {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    (writers, acknowledged)
+}
+
+/// Stops the writers, waits until everything is published, and checks the stream against the
+/// log, event by event.
+async fn stream_is_the_log(
+    pair: &Pair,
+    redis: &RedisServer,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    stop: &AtomicBool,
+) -> usize {
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let admin = pair.servers[0].admin();
+    wait_for_outbox(&admin, json!({ "pending": 0, "dead": 0 })).await;
+    let log = events(&admin, 1).await;
+    let entries = redis.entries(STREAM).await;
+    assert_stream_matches_log(&entries, &log);
+    log.len()
+}
+
+/// Latest position in the stream (0 when empty).
+async fn stream_top(redis: &RedisServer) -> i64 {
+    let mut conn = redis.connection().await;
+    let last: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrevrange_count(&mut conn, STREAM, "+", "-", 1)
+            .await
+            .expect("XREVRANGE");
+    last.ids
+        .first()
+        .and_then(|e| e.id.split('-').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_relay_holder_is_replaced_within_a_second_on_postgres() {
+    let redis = RedisServer::start();
+    let url = fresh_database().await;
+    let mut pair = Pair::start(&redis, &url, &[("STOCKROOM_RELAY_BATCH", "50")]);
+    let p = seed(&pair.servers[0].admin(), "s1", "FAILOVER", 0).await;
+    let holder = pair.active(Duration::from_secs(10)).await;
+    let standby = 1 - holder;
+    let stop = Arc::new(AtomicBool::new(false));
+    let standby_client = pair.servers[standby].admin();
+    let (writers, _) = keep_writing(vec![standby_client.clone(), standby_client], &p, &stop);
+    redis.wait_for(STREAM, 50, Duration::from_secs(10)).await;
+
+    let top_at_kill = stream_top(&redis).await;
+    let killed = Instant::now();
+    pair.servers[holder].kill();
+    let moved = eventually(
+        Duration::from_secs(10),
+        "the stream moves again",
+        || async {
+            match stream_top(&redis).await {
+                top if top > top_at_kill => Ok(killed.elapsed()),
+                top => Err(format!("stream top still {top}")),
+            }
+        },
+    )
+    .await;
+    println!(
+        "stream moved again {} ms after SIGKILL of the relay holder",
+        moved.as_millis()
+    );
+    assert!(
+        moved < Duration::from_secs(2),
+        "the stream stood still for {moved:?} after the holder was killed"
+    );
+    let (_, body) = pair.servers[standby].admin().readyz().await;
+    assert_eq!(body["relay"], "active", "{body}");
+    assert_eq!(
+        metric(&pair.servers[standby].admin(), "stockroom_relay_active").await,
+        1.0
+    );
+
+    // The survivor publishes everything, the killed holder's unfinished batches included.
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let admin = pair.servers[standby].admin();
+    wait_for_outbox(&admin, json!({ "pending": 0, "dead": 0 })).await;
+    let log = events(&admin, 1).await;
+    assert_stream_matches_log(&redis.entries(STREAM).await, &log);
+    drop(pair);
+    drop_database(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_postgres() {
+    const LEASE_MS: u64 = 500;
+    const PAUSES: usize = 8;
+    let redis = RedisServer::start();
+    let url = fresh_database().await;
+    let lease = LEASE_MS.to_string();
+    let pair = Pair::start(
+        &redis,
+        &url,
+        &[
+            ("STOCKROOM_RELAY_LEASE_MS", lease.as_str()),
+            ("STOCKROOM_RELAY_BATCH", "10"),
+            ("STOCKROOM_RELAY_POLL_MS", "100"),
+        ],
+    );
+    let p = seed(&pair.servers[0].admin(), "s1", "FROZEN", 0).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = [0, 1, 0, 1].map(|i| pair.servers[i].admin()).to_vec();
+    let (writers, acknowledged) = keep_writing(clients, &p, &stop);
+    redis.wait_for(STREAM, 30, Duration::from_secs(10)).await;
+
+    let mut takeovers = Vec::new();
+    for _ in 0..PAUSES {
+        let holder = pair.active(Duration::from_secs(10)).await;
+        // Somewhere in the holder's pipeline: positioning, publishing, marking or between.
+        let jitter = rand::rng().random_range(0..40);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        let frozen = Instant::now();
+        pair.servers[holder].pause();
+        let other = pair.servers[1 - holder].admin();
+        let took_over = eventually(
+            Duration::from_millis(LEASE_MS * 2 + 2_000),
+            "the other instance takes over from the frozen one",
+            || async {
+                match other.readyz().await.1["relay"].as_str() {
+                    Some("active") => Ok(frozen.elapsed()),
+                    state => Err(format!("relay {state:?}")),
+                }
+            },
+        )
+        .await;
+        takeovers.push(took_over.as_millis());
+        let pause = Duration::from_millis(LEASE_MS * 2 + rand::rng().random_range(0..1_000));
+        tokio::time::sleep(pause.saturating_sub(frozen.elapsed())).await;
+        pair.servers[holder].resume();
+        let settle = rand::rng().random_range(100..400);
+        tokio::time::sleep(Duration::from_millis(settle)).await;
+    }
+
+    let logged = stream_is_the_log(&pair, &redis, writers, &stop).await;
+    let fenced = pair.metric("stockroom_relay_fenced_total").await;
+    println!(
+        "{PAUSES} pauses; takeover after {takeovers:?} ms; {logged} events; {} writes \
+         acknowledged; fenced {fenced} times (positioning {}, publishing {})",
+        acknowledged.load(Ordering::Relaxed),
+        pair.metric("stockroom_relay_fenced_total{stage=\"position\"}")
+            .await,
+        pair.metric("stockroom_relay_fenced_total{stage=\"publish\"}")
+            .await,
+    );
+    let quantity = level(&pair.servers[0].admin(), &p, "s1").await["quantity"]
+        .as_u64()
+        .expect("quantity") as usize;
+    assert_eq!(
+        logged,
+        quantity + 1,
+        "one stock.updated per adjustment, after stock.created"
+    );
+    assert!(
+        quantity >= acknowledged.load(Ordering::Relaxed),
+        "every acknowledged write is in the stock level"
+    );
+    assert!(
+        fenced >= 1.0,
+        "a resumed holder found its term ended at least once"
+    );
+    drop(pair);
+    drop_database(&url).await;
+}
