@@ -177,22 +177,34 @@ async fn a_killed_relay_holder_is_replaced_within_a_second_on_postgres() {
     drop_database(&url).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_postgres() {
-    const LEASE_MS: u64 = 500;
-    const PAUSES: usize = 8;
-    let redis = RedisServer::start();
-    let url = fresh_database().await;
-    let lease = LEASE_MS.to_string();
-    let pair = Pair::start(
-        &redis,
-        &url,
-        &[
-            ("STOCKROOM_RELAY_LEASE_MS", lease.as_str()),
-            ("STOCKROOM_RELAY_BATCH", "10"),
-            ("STOCKROOM_RELAY_POLL_MS", "100"),
-        ],
-    );
+/// Relay settings for the pause tests: a short lease, small batches (the pipeline is always
+/// busy), a short poll.
+const PAUSE_SETTINGS: [(&str, &str); 3] = [
+    ("STOCKROOM_RELAY_LEASE_MS", "500"),
+    ("STOCKROOM_RELAY_BATCH", "10"),
+    ("STOCKROOM_RELAY_POLL_MS", "100"),
+];
+const LEASE_MS: u64 = 500;
+
+/// What a run of pauses saw.
+struct Pauses {
+    /// Time from each SIGSTOP until the other instance relayed (when it did during the pause).
+    takeovers: Vec<Option<u128>>,
+    /// Times a resumed holder was fenced.
+    fenced: f64,
+}
+
+/// Under write load through both instances, freezes the instance that relays `count` times,
+/// each time for longer than the lease at a random point of its pipeline, then resumes it;
+/// finally checks that the stream is exactly the log and no acknowledged write was lost.
+/// `takeover_within`: how soon the other instance must relay while the holder is frozen (`None`
+/// where a frozen holder may block it, as inside an SQLite write transaction).
+async fn freeze_the_holder(
+    pair: &Pair,
+    redis: &RedisServer,
+    count: usize,
+    takeover_within: Option<Duration>,
+) -> Pauses {
     let p = seed(&pair.servers[0].admin(), "s1", "FROZEN", 0).await;
     let stop = Arc::new(AtomicBool::new(false));
     let clients = [0, 1, 0, 1].map(|i| pair.servers[i].admin()).to_vec();
@@ -200,37 +212,42 @@ async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_postgres() {
     redis.wait_for(STREAM, 30, Duration::from_secs(10)).await;
 
     let mut takeovers = Vec::new();
-    for _ in 0..PAUSES {
-        let holder = pair.active(Duration::from_secs(10)).await;
+    for _ in 0..count {
+        let holder = pair.active(Duration::from_secs(15)).await;
         // Somewhere in the holder's pipeline: positioning, publishing, marking or between.
         let jitter = rand::rng().random_range(0..40);
         tokio::time::sleep(Duration::from_millis(jitter)).await;
         let frozen = Instant::now();
         pair.servers[holder].pause();
-        let other = pair.servers[1 - holder].admin();
-        let took_over = eventually(
-            Duration::from_millis(LEASE_MS * 2 + 2_000),
-            "the other instance takes over from the frozen one",
-            || async {
-                match other.readyz().await.1["relay"].as_str() {
-                    Some("active") => Ok(frozen.elapsed()),
-                    state => Err(format!("relay {state:?}")),
-                }
-            },
-        )
-        .await;
-        takeovers.push(took_over.as_millis());
         let pause = Duration::from_millis(LEASE_MS * 2 + rand::rng().random_range(0..1_000));
+        let other = pair.servers[1 - holder].admin();
+        let took_over = async {
+            loop {
+                let state = tokio::time::timeout(pause, other.readyz()).await;
+                if state.is_ok_and(|(_, body)| body["relay"] == "active") {
+                    return frozen.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let took_over = tokio::time::timeout(pause.saturating_sub(frozen.elapsed()), took_over)
+            .await
+            .ok();
+        if let Some(within) = takeover_within {
+            let seen = took_over.expect("the other instance took over while the holder was frozen");
+            assert!(seen < within, "takeover took {seen:?}");
+        }
+        takeovers.push(took_over.map(|t| t.as_millis()));
         tokio::time::sleep(pause.saturating_sub(frozen.elapsed())).await;
         pair.servers[holder].resume();
         let settle = rand::rng().random_range(100..400);
         tokio::time::sleep(Duration::from_millis(settle)).await;
     }
 
-    let logged = stream_is_the_log(&pair, &redis, writers, &stop).await;
+    let logged = stream_is_the_log(pair, redis, writers, &stop).await;
     let fenced = pair.metric("stockroom_relay_fenced_total").await;
     println!(
-        "{PAUSES} pauses; takeover after {takeovers:?} ms; {logged} events; {} writes \
+        "{count} pauses; takeover after {takeovers:?} ms; {logged} events; {} writes \
          acknowledged; fenced {fenced} times (positioning {}, publishing {})",
         acknowledged.load(Ordering::Relaxed),
         pair.metric("stockroom_relay_fenced_total{stage=\"position\"}")
@@ -250,10 +267,45 @@ async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_postgres() {
         quantity >= acknowledged.load(Ordering::Relaxed),
         "every acknowledged write is in the stock level"
     );
+    Pauses { takeovers, fenced }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_postgres() {
+    let redis = RedisServer::start();
+    let url = fresh_database().await;
+    let pair = Pair::start(&redis, &url, &PAUSE_SETTINGS);
+    // The session ends after the lease, and with it any transaction the frozen holder left open.
+    let bound = Duration::from_millis(LEASE_MS * 2 + 500);
+    let pauses = freeze_the_holder(&pair, &redis, 8, Some(bound)).await;
+    assert!(pauses.takeovers.iter().all(Option::is_some));
     assert!(
-        fenced >= 1.0,
+        pauses.fenced >= 1.0,
         "a resumed holder found its term ended at least once"
     );
     drop(pair);
     drop_database(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_sqlite() {
+    let redis = RedisServer::start();
+    let mut first = Server::start_with(with_redis(&redis, &PAUSE_SETTINGS));
+    let dir = first.take_dir();
+    let second = Server::start_with(Options {
+        database: Some(first.database.clone()),
+        ..with_redis(&redis, &PAUSE_SETTINGS)
+    });
+    let pair = Pair {
+        servers: [first, second],
+    };
+    // A holder frozen inside an SQLite write transaction holds the database's write lock: nobody
+    // writes, the lease included, until it resumes. Takeover is not bounded; the stream is.
+    let pauses = freeze_the_holder(&pair, &redis, 5, None).await;
+    assert!(
+        pauses.takeovers.iter().any(Option::is_some),
+        "the lease passed to the other instance at least once"
+    );
+    drop(pair);
+    drop(dir);
 }
