@@ -229,7 +229,7 @@ async fn disk_full_round_trip(extra_env: &[(&str, &str)], workers: usize) {
     assert_level_is_what_was_acknowledged(&admin, &product, initial, &told).await;
 
     disk.free();
-    // No client writes: the service finds out by itself (the relay's lease renewal commits).
+    // No client writes: the service finds out by itself (its probe write commits).
     eventually(
         Duration::from_secs(10),
         "ready again after space came back",

@@ -185,3 +185,22 @@ async fn move_term(conn: &impl ConnectionTrait, term: i64, to: i64) -> Result<bo
         .await?;
     Ok(moved.rows_affected() == 1)
 }
+
+/// Rewrites the lease row as it is: a real write (a new row version, pages to journal) that
+/// changes nothing, to find out whether writes reach storage again.
+pub(super) async fn touch(conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        sea_orm::DatabaseBackend::Postgres => {
+            "UPDATE relay_leases SET expires_at = expires_at WHERE name = $1"
+        }
+        _ => "UPDATE relay_leases SET expires_at = expires_at WHERE name = ?",
+    };
+    conn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [LEASE_NAME.into()],
+    ))
+    .await?;
+    Ok(())
+}

@@ -152,22 +152,27 @@ pub fn spawn(
         conflict: handle.conflict.clone(),
         verified: std::sync::atomic::AtomicBool::new(false),
     };
-    let watch = watch(
-        worker.db.conn.clone(),
-        worker.broker.clone(),
-        shutdown.clone(),
-    );
+    let watch = watch(worker.db.clone(), worker.broker.clone(), shutdown.clone());
     tasks.spawn(watch);
     tasks.spawn(worker.run(shutdown));
     Ok(())
 }
 
 /// Once a second, off the relay's path: asks the broker whether it is up (for `/readyz` on every
-/// process, lease holder or not) and refreshes the outbox gauges.
-async fn watch(conn: sea_orm::DatabaseConnection, broker: Arc<dyn Broker>, shutdown: Shutdown) {
+/// process, relaying or not), refreshes the outbox gauges, and while writes fail for storage
+/// reasons tries a small write of its own, so readiness recovers without client traffic.
+async fn watch(db: Db, broker: Arc<dyn Broker>, shutdown: Shutdown) {
     loop {
         broker.ping().await;
-        match super::outbox::figures(&conn).await {
+        if db.storage_failure().is_some() {
+            let probe = db
+                .write_quietly(|txn| Box::pin(async move { Ok(leadership::touch(txn).await?) }))
+                .await;
+            if let Err(error) = probe {
+                tracing::debug!(%error, "storage probe failed");
+            }
+        }
+        match super::outbox::figures(&db.conn).await {
             Ok(figures) => {
                 metrics::gauge!("stockroom_outbox_pending").set(figures.pending as f64);
                 metrics::gauge!("stockroom_outbox_dead").set(figures.dead as f64);
