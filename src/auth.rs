@@ -6,7 +6,7 @@ use subtle::ConstantTimeEq;
 use crate::error::AppError;
 
 /// What a key may do; each role includes the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Every query and subscription.
     Read,

@@ -142,7 +142,7 @@ impl Feed {
 
     /// Where a live subscription starts: the reader's position, or, while the reader idles (its
     /// position is stale), the last position published.
-    async fn live_start(&self) -> Result<i64, DbErr> {
+    pub async fn live_start(&self) -> Result<i64, DbErr> {
         if !self.idle.load(Ordering::Acquire) {
             return Ok(self.top.load(Ordering::Acquire));
         }

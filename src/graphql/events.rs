@@ -10,6 +10,7 @@ use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::auth::{Role, RoleGuard};
+use super::live::{self, source::Interest};
 use super::state;
 use super::stock::StockLevel;
 use crate::domain::paging;
@@ -242,17 +243,15 @@ impl EventSubscription {
         filter: Option<EventFilter>,
     ) -> Result<impl Stream<Item = Result<InventoryEvent>> + use<>> {
         let after = position_after(after.as_deref())?;
-        let selector = selector(filter)?;
-        let events = state(ctx)
-            .feed
-            .subscribe(after, selector)
-            .await
-            .map_err(AppError::from)?;
+        let interest = Interest {
+            selector: selector(filter)?,
+            ..Interest::default()
+        };
+        let events = live::source::events(ctx, after, interest).await?;
         let slot = take_slot(ctx)?;
         Ok(events.map(move |item| {
             let _held = &slot;
-            item.map(InventoryEvent)
-                .map_err(|e| AppError::from(e).into())
+            item.map(InventoryEvent).map_err(Into::into)
         }))
     }
 
@@ -265,16 +264,16 @@ impl EventSubscription {
         store_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<StockLevel>> + use<>> {
         let store_id = store_id.map(|s| s.0);
-        let selector = EventSelector {
-            types: Vec::new(),
-            store_id: None,
-            product_id,
+        let interest = Interest {
+            selector: EventSelector {
+                types: Vec::new(),
+                store_id: None,
+                product_id,
+            },
+            level_store: store_id.clone(),
+            replays: false,
         };
-        let events = state(ctx)
-            .feed
-            .subscribe(None, selector)
-            .await
-            .map_err(AppError::from)?;
+        let events = live::source::events(ctx, None, interest).await?;
         let slot = take_slot(ctx)?;
         let levels = events.flat_map(move |item| {
             let _held = &slot;
@@ -285,7 +284,7 @@ impl EventSubscription {
                     .filter(|l| store_id.as_ref().is_none_or(|s| s == &l.store_id))
                     .map(|l| Ok(StockLevel(l)))
                     .collect(),
-                Err(e) => vec![Err(AppError::from(e).into())],
+                Err(e) => vec![Err(e.into())],
             };
             futures_util::stream::iter(levels)
         });

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod document;
 pub mod events;
 pub mod gateway;
+pub mod live;
 pub mod loaders;
 pub mod plain;
 pub mod products;

@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::graphql::Gateway;
+use crate::graphql::live::Live;
 use crate::state::AppState;
 
 /// A header's value as text, if it is there and readable.
@@ -89,6 +90,8 @@ pub struct HttpState {
     pub app: AppState,
     /// The GraphQL schema behind its gateway (parsing, limits, error codes).
     pub schema: Gateway,
+    /// Live subscriptions that share their work (the WebSocket's operations).
+    pub live: Live,
     /// Most operations in a batched request.
     pub max_batch: usize,
     /// Origins whose pages may open the WebSocket besides same-origin and loopback pages.
@@ -127,10 +130,11 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
 }
 
 /// Builds the router.
-pub fn router(app: AppState, schema: Gateway, limits: HttpLimits) -> Router {
+pub fn router(app: AppState, schema: Gateway, live: Live, limits: HttpLimits) -> Router {
     let state = HttpState {
         app,
         schema,
+        live,
         max_batch: limits.max_batch,
         allowed_origins: std::sync::Arc::new(limits.cors_origins.clone()),
         metrics_key: limits.metrics_key.as_deref().map(std::sync::Arc::from),

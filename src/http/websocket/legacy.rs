@@ -1,6 +1,6 @@
-//! GraphQL over WebSocket (`graphql-transport-ws`, and the legacy `graphql-ws`): the upgrade
-//! (origin and subprotocol checks), authentication in `connection_init`, keepalives, the cap on
-//! subscriptions, and the close codes the protocol prescribes.
+//! The legacy `graphql-ws` protocol (subscriptions-transport-ws), served by async-graphql's
+//! state machine: authentication in `connection_init`, keepalives (`ka`), the cap on
+//! subscriptions, and its close codes.
 
 use std::future;
 use std::sync::Arc;
@@ -8,92 +8,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_graphql::Data;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
+use async_graphql::http::{WebSocketProtocols, WsMessage};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 
-use super::graphql::error_response;
-use super::{HttpState, browsers, header_text};
-use crate::auth::{ApiKeys, Principal, key_from_headers};
-use crate::error::AppError;
+use super::{ConnectionGauge, close, key_from_init};
+use crate::auth::{ApiKeys, Principal};
 use crate::graphql::events::SubscriptionSlots;
-
-/// Reads the key from a `connection_init` payload: `{"apiKey": KEY}` or
-/// `{"Authorization": "Bearer KEY"}`.
-fn key_from_init(payload: &serde_json::Value) -> Option<String> {
-    let text = |name: &str| payload.get(name).and_then(|v| v.as_str());
-    let authorization = text("Authorization").or_else(|| text("authorization"));
-    key_from_headers(authorization, text("apiKey"))
-}
-
-/// `GET /graphql/ws`: `graphql-transport-ws` (and legacy `graphql-ws`).
-pub async fn websocket(
-    State(state): State<HttpState>,
-    slot: Option<axum::Extension<Arc<super::server::ConnectionSlot>>>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    if !browsers::websocket_origin_allowed(&headers, &state.allowed_origins) {
-        tracing::warn!(
-            origin = header_text(&headers, "origin"),
-            "refused a WebSocket from another origin"
-        );
-        return error_response(
-            StatusCode::FORBIDDEN,
-            AppError::Forbidden("same-origin or an allowed origin (--cors-origins)"),
-        );
-    }
-    let Some(protocol) = header_text(&headers, "sec-websocket-protocol").and_then(|offered| {
-        offered
-            .split(',')
-            .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
-    }) else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            AppError::bad_input("ask for the graphql-transport-ws (or graphql-ws) subprotocol"),
-        );
-    };
-    let max_bytes = state.app.websocket.max_message_bytes;
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .max_message_size(max_bytes)
-        .max_frame_size(max_bytes)
-        // Subscribers mostly listen: a small preallocated read buffer (it grows for a larger
-        // message) keeps an idle connection at a few KiB instead of 128 KiB.
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| async move {
-            // The connection keeps its place under the connection caps while the socket is open.
-            let _slot = slot;
-            serve_socket(socket, state, protocol).await
-        })
-}
+use crate::http::HttpState;
 
 /// How the `connection_init` went, seen from outside async-graphql's state machine.
 #[derive(Default)]
 struct Handshake {
     accepted: AtomicBool,
     refused: AtomicBool,
-}
-
-/// Counts open WebSocket connections in the metrics while alive.
-struct ConnectionGauge;
-
-impl ConnectionGauge {
-    fn open() -> Self {
-        metrics::gauge!("stockroom_ws_connections").increment(1.0);
-        ConnectionGauge
-    }
-}
-
-impl Drop for ConnectionGauge {
-    fn drop(&mut self) {
-        metrics::gauge!("stockroom_ws_connections").decrement(1.0);
-    }
 }
 
 /// Rewrites async-graphql's close codes into the protocol's: a refused key is 4403, a
@@ -123,7 +52,7 @@ fn keepalive_message(protocol: WebSocketProtocols) -> Message {
 /// Runs one GraphQL WebSocket connection: authentication in `connection_init` (closed within
 /// the init timeout otherwise), keepalive messages, a cap on open subscriptions, and a
 /// `1001` close when the server shuts down.
-async fn serve_socket(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols) {
+pub(super) async fn serve(socket: WebSocket, state: HttpState, protocol: WebSocketProtocols) {
     let _connection = state.app.feed.connection();
     let _gauge = ConnectionGauge::open();
     let shutdown = state.app.feed.shutdown().clone();
@@ -205,9 +134,3 @@ async fn serve_socket(socket: WebSocket, state: HttpState, protocol: WebSocketPr
     }
 }
 
-fn close(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
-}

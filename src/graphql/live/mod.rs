@@ -1,0 +1,238 @@
+//! Live subscriptions that share their work. Subscribers whose subscriptions are the same
+//! selection (document, operation, variables, role) form a cohort; each event is rendered once
+//! per cohort, by async-graphql itself (the subscription resolver runs in
+//! [`LiveMode::Render`] for that one event), and every member gets the same bytes. What is left
+//! per subscriber is a queue push and its frame.
+//!
+//! - **Which subscriptions share**: live subscriptions (no `after`) whose probe went well. A
+//!   probe runs the operation once in [`LiveMode::Probe`]: it validates the document, checks the
+//!   arguments and the role, and records the subscription's [`Interest`]. Everything else
+//!   (replays, queries and mutations over the socket) runs on its own, as before.
+//! - **Index**: cohorts are filed by the store their filter names, so an event is looked at only
+//!   by the cohorts that may want it (`hub`).
+//! - **Behind**: a member's queue holds [`MEMBER_QUEUE`] events. When it is full the hub drops
+//!   the member instead of waiting (writers and the other members go on); the member sends what
+//!   it has, then goes on by itself from its last event ([`LiveMode::ResumeAfter`]: the log
+//!   first, then live), so nothing is lost, repeated or reordered, and memory stays bounded.
+
+mod hub;
+mod member;
+pub mod source;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Data, Executor, Request, Response, ServerError, Variables};
+use axum::body::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use source::{Interest, LiveMode};
+
+use super::Gateway;
+use super::gateway::validated;
+use crate::auth::{Principal, Role};
+use crate::events::feed::Feed;
+
+/// Events queued per shared subscriber before it counts as behind and goes on by itself.
+pub const MEMBER_QUEUE: usize = 256;
+
+/// One event rendered for one selection: the JSON of each response it makes (none, one, or
+/// one per stock level for `stockLevelChanged`).
+pub struct Rendered {
+    /// The event's position.
+    pub position: i64,
+    /// Serialized GraphQL responses.
+    pub payloads: Vec<Bytes>,
+}
+
+/// How an operation started.
+pub enum Started {
+    /// It failed validation (or could not be parsed): the errors, for an `error` message.
+    Refused(Vec<ServerError>),
+    /// Its responses, serialized; the stream ends when the operation does.
+    Responses(BoxStream<'static, Bytes>),
+}
+
+/// Everything that makes two subscriptions render alike.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CohortKey {
+    role: Role,
+    query: String,
+    operation: Option<String>,
+    variables: String,
+}
+
+/// The request of an operation, rebuilt for every execution.
+#[derive(Clone)]
+struct Operation {
+    query: String,
+    operation: Option<String>,
+    variables: Variables,
+}
+
+impl Operation {
+    fn request(&self) -> Request {
+        let mut request = Request::new(self.query.clone()).variables(self.variables.clone());
+        if let Some(name) = &self.operation {
+            request = request.operation_name(name.clone());
+        }
+        request
+    }
+}
+
+/// Subscribers sharing one selection.
+struct Cohort {
+    key: CohortKey,
+    interest: Interest,
+    operation: Operation,
+    session: Arc<Data>,
+    members: Mutex<Vec<Member>>,
+}
+
+/// A cohort member, as the hub sees it.
+struct Member {
+    id: u64,
+    /// Events after this position are for it.
+    start: i64,
+    sender: mpsc::Sender<Arc<Rendered>>,
+    behind: Arc<AtomicBool>,
+}
+
+/// Cohorts and the hub's place in the log.
+#[derive(Default)]
+struct Registry {
+    /// True while the hub reads the feed: members join only then.
+    running: bool,
+    /// Position of the last event the hub took; a member joining now starts after it.
+    position: i64,
+    cohorts: HashMap<CohortKey, Arc<Cohort>>,
+    /// Cohorts by the store their filter names (`None`: any store).
+    by_store: HashMap<Option<String>, Vec<Arc<Cohort>>>,
+    /// Members, and joiners waiting for the hub.
+    members: usize,
+    waiting: usize,
+}
+
+/// The shared-subscription engine of one process.
+#[derive(Clone)]
+pub struct Live {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    gateway: Gateway,
+    feed: Feed,
+    registry: Mutex<Registry>,
+    /// Wakes the hub when the registry gains its first joiner or loses its last member.
+    demand: Notify,
+    running: watch::Sender<bool>,
+    next_member: AtomicU64,
+}
+
+impl Live {
+    /// The engine for `gateway`'s schema, fed by `feed`; its hub runs in `tasks` until
+    /// `shutdown`.
+    pub fn start(
+        gateway: Gateway,
+        feed: Feed,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Self {
+        let live = Live {
+            inner: Arc::new(Inner {
+                gateway,
+                feed,
+                registry: Mutex::new(Registry::default()),
+                demand: Notify::new(),
+                running: watch::Sender::new(false),
+                next_member: AtomicU64::new(1),
+            }),
+        };
+        tasks.spawn(hub::run(live.inner.clone(), shutdown));
+        live
+    }
+
+    /// Starts `request` for a caller with `principal`: shared when it is a live subscription,
+    /// on its own otherwise.
+    pub async fn start_operation(&self, request: Request, principal: Principal) -> Started {
+        let mut session = Data::default();
+        session.insert(principal);
+        let session = Arc::new(session);
+        let gateway = &self.inner.gateway;
+        match gateway.operation_type(&request) {
+            Some(OperationType::Subscription) => {}
+            Some(_) => {
+                let response = gateway.execute(request.data(principal)).await;
+                return match validated(&response) {
+                    true => Started::Responses(stream::iter(serialize(&response)).boxed()),
+                    false => Started::Refused(response.errors),
+                };
+            }
+            // Unparsable, or no such operation: the gateway says why.
+            None => return Started::Refused(gateway.execute(request).await.errors),
+        }
+        let operation = Operation {
+            query: request.query.clone(),
+            operation: request.operation_name.clone(),
+            variables: request.variables.clone(),
+        };
+        let slot = Arc::new(Mutex::new(None));
+        let probe = request.data(LiveMode::Probe(slot.clone()));
+        let answers: Vec<Response> = gateway
+            .execute_stream(probe, Some(session.clone()))
+            .collect()
+            .await;
+        if let Some(refused) = answers.iter().find(|r| !validated(r)) {
+            return Started::Refused(refused.errors.clone());
+        }
+        if !answers.is_empty() {
+            // The resolver refused its arguments: one response with the error, then the end.
+            let payloads: Vec<Bytes> = answers.iter().filter_map(serialize).collect();
+            return Started::Responses(stream::iter(payloads).boxed());
+        }
+        let interest = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match interest {
+            Some(interest) if !interest.replays => {
+                let key = CohortKey {
+                    role: principal.role,
+                    query: operation.query.clone(),
+                    operation: operation.operation.clone(),
+                    variables: serde_json::to_string(&operation.variables).unwrap_or_default(),
+                };
+                Started::Responses(self.join(key, interest, operation, session).await)
+            }
+            _ => Started::Responses(alone(gateway, operation.request(), session)),
+        }
+    }
+
+    /// Subscribers in cohorts now, and cohorts.
+    pub fn shared(&self) -> (usize, usize) {
+        let registry = self.inner.registry.lock().unwrap_or_else(|e| e.into_inner());
+        (registry.members, registry.cohorts.len())
+    }
+}
+
+/// Runs an operation by itself; its responses, serialized.
+fn alone(gateway: &Gateway, request: Request, session: Arc<Data>) -> BoxStream<'static, Bytes> {
+    gateway
+        .execute_stream(request, Some(session))
+        .flat_map(|response| stream::iter(serialize(&response)))
+        .boxed()
+}
+
+/// A response as the protocol's `payload`.
+fn serialize(response: &Response) -> Option<Bytes> {
+    match serde_json::to_vec(response) {
+        Ok(bytes) => Some(Bytes::from(bytes)),
+        Err(error) => {
+            tracing::error!(%error, "could not serialize a response");
+            None
+        }
+    }
+}
