@@ -211,12 +211,8 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     let limits = limits(settings);
     let schema =
         graphql::Gateway::new(graphql::build_schema(Some(state.clone()), &limits), &limits);
-    let live = graphql::live::Live::start(
-        schema.clone(),
-        state.feed.clone(),
-        shutdown.clone(),
-        &tasks,
-    );
+    let live =
+        graphql::live::Live::start(schema.clone(), state.feed.clone(), shutdown.clone(), &tasks);
     let router = crate::http::router(
         state,
         schema,

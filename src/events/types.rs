@@ -140,6 +140,12 @@ pub fn reservation_event(
     }
 }
 
+/// True for an event that changed the levels it carries; `stock.low` and `stock.depleted`
+/// repeat the level of the change they come with.
+pub fn changes_levels(event: &crate::entity::event::Model) -> bool {
+    !matches!(event.event_type.as_str(), STOCK_LOW | STOCK_DEPLETED)
+}
+
 /// The post-change stock levels carried by an event (see [`level_state`]).
 pub fn levels_in(event: &crate::entity::event::Model) -> Vec<stock_level::Model> {
     let Some(levels) = event.payload.get("levels").and_then(Value::as_array) else {

@@ -256,7 +256,8 @@ impl EventSubscription {
     }
 
     /// The stock level after every change to a matching level, from the event's post-change
-    /// state.
+    /// state: once per change (`stock.low` and `stock.depleted` repeat a change, and are not
+    /// pushed again).
     async fn stock_level_changed(
         &self,
         ctx: &Context<'_>,
@@ -278,6 +279,7 @@ impl EventSubscription {
         let levels = events.flat_map(move |item| {
             let _held = &slot;
             let levels: Vec<Result<StockLevel>> = match item {
+                Ok(event) if !types::changes_levels(&event) => Vec::new(),
                 Ok(event) => types::levels_in(&event)
                     .into_iter()
                     .filter(|l| product_id.is_none_or(|p| p == l.product_id))

@@ -11,6 +11,7 @@ mod durability;
 mod events;
 mod fencing;
 mod leadership;
+mod live;
 mod migrations;
 mod postgres;
 mod relay;

@@ -33,11 +33,17 @@ async fn events_reach_the_stream_in_order_with_their_fields() {
             "occurred_at",
             "payload",
             "product_id",
+            "published_at",
             "store_id",
             "type"
         ]
     );
     assert_eq!(first["type"], "stock.created");
+    assert_eq!(
+        first["published_at"],
+        log[0]["publishedAt"].as_str().unwrap(),
+        "the stream carries the time the log records"
+    );
     assert_eq!(first["store_id"], "s1");
     assert_eq!(first["product_id"], p);
     let payload: Value = serde_json::from_str(&first["payload"]).unwrap();

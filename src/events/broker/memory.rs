@@ -33,6 +33,7 @@ impl Broker for MemoryBroker {
         &'a self,
         events: &'a [Outgoing],
         _term: i64,
+        published_at: chrono::DateTime<chrono::Utc>,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>> {
         Box::pin(async move {
             let mut recent = self.recent.write().await;
@@ -42,7 +43,7 @@ impl Broker for MemoryBroker {
                     deliveries.push(Delivery::Published);
                     continue;
                 }
-                let envelope = match e.to_envelope() {
+                let envelope = match e.to_envelope(published_at) {
                     Ok(envelope) => envelope,
                     Err(error) => {
                         deliveries.push(Delivery::Rejected(format!("payload: {error}")));

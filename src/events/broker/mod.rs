@@ -78,8 +78,11 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// The event as subscribers see it (payload parsed).
-    fn to_envelope(&self) -> Result<Envelope, serde_json::Error> {
+    /// The event as subscribers see it (payload parsed), published at `published_at`.
+    fn to_envelope(
+        &self,
+        published_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Envelope, serde_json::Error> {
         Ok(Arc::new(event::Model {
             seq: self.seq,
             id: self.id,
@@ -91,7 +94,7 @@ impl Outgoing {
             payload: serde_json::from_str(&self.payload)?,
             occurred_at: self.occurred_at,
             position: Some(self.position),
-            published_at: Some(chrono::Utc::now()),
+            published_at: Some(published_at),
             attempts: self.attempts,
             last_error: None,
             dead_at: None,
@@ -104,7 +107,8 @@ pub trait Broker: Send + Sync + 'static {
     /// `redis` or `memory`.
     fn kind(&self) -> &'static str;
 
-    /// Publishes `events` (ascending positions) for the relay of `term`; one `Delivery` per
+    /// Publishes `events` (ascending positions) for the relay of `term`, as published at
+    /// `published_at` (subscribers see that time, the log records it); one `Delivery` per
     /// event, in order. A broker shared by several processes refuses the whole batch
     /// (`Delivery::Fenced`) once a relay of a later term has published, atomically with the
     /// append. A broker that cannot keep order past a rejection may stop there and answer for
@@ -114,6 +118,7 @@ pub trait Broker: Send + Sync + 'static {
         &'a self,
         events: &'a [Outgoing],
         term: i64,
+        published_at: chrono::DateTime<chrono::Utc>,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>>;
 
     /// The latest relay term that published to the stream (0 when none, and for a broker only

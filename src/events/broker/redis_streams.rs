@@ -16,8 +16,8 @@ pub struct RedisBroker {
     append: redis::Script,
 }
 
-/// Arguments per stream entry in the fenced append: the entry ID and eight field/value pairs.
-const ENTRY_ARGUMENTS: usize = 17;
+/// Arguments per stream entry in the fenced append: the entry ID and nine field/value pairs.
+const ENTRY_ARGUMENTS: usize = 19;
 
 impl RedisBroker {
     /// A broker for `url` and `stream`; connects lazily so the server starts while Redis is down.
@@ -56,7 +56,7 @@ impl RedisBroker {
     }
 
     /// Adds one entry's arguments (its ID and fields) to the fenced append.
-    fn entry(invocation: &mut redis::ScriptInvocation<'_>, e: &Outgoing) {
+    fn entry(invocation: &mut redis::ScriptInvocation<'_>, e: &Outgoing, published_at: &str) {
         invocation
             .arg(entry_id(e.position))
             .arg("id")
@@ -74,7 +74,9 @@ impl RedisBroker {
             .arg("payload")
             .arg(&e.payload)
             .arg("occurred_at")
-            .arg(e.occurred_at.to_rfc3339());
+            .arg(e.occurred_at.to_rfc3339())
+            .arg("published_at")
+            .arg(published_at);
     }
 }
 
@@ -92,6 +94,7 @@ impl Broker for RedisBroker {
         &'a self,
         events: &'a [Outgoing],
         term: i64,
+        published_at: chrono::DateTime<chrono::Utc>,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerDown>> {
         Box::pin(async move {
             let mut conn = self.connection().await?;
@@ -102,8 +105,9 @@ impl Broker for RedisBroker {
                 .arg(term)
                 .arg(self.max_len)
                 .arg(ENTRY_ARGUMENTS);
+            let published_at = published_at.to_rfc3339();
             for e in events {
-                Self::entry(&mut invocation, e);
+                Self::entry(&mut invocation, e, &published_at);
             }
             let replies: Vec<String> = match invocation.invoke_async(&mut conn).await {
                 Ok(replies) => replies,
@@ -256,7 +260,12 @@ fn decode_entry(id: &str, fields: &HashMap<String, redis::Value>) -> Option<Enve
             .ok()?
             .with_timezone(&chrono::Utc),
         position: Some(parse_entry_id(id)?),
-        published_at: Some(chrono::Utc::now()),
+        // Entries written before the field existed carry no time: the reading time stands in.
+        published_at: Some(
+            text("published_at")
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map_or_else(crate::clock::now, |t| t.with_timezone(&chrono::Utc)),
+        ),
         attempts: 0,
         last_error: None,
         dead_at: None,

@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken as Shutdown;
 use uuid::Uuid;
 
-use super::broker::{Broker, Delivery, Outgoing};
+use super::broker::{Broker, Outgoing};
 use crate::db::Db;
 use crate::error::AppError;
 
@@ -293,7 +293,7 @@ impl Worker {
         };
         let mut current = self.read_range(Some(first)).await?;
         let mut ahead = position_range(&self.db, batch, Waiting::Unknown, term).await?;
-        let mut previous: Option<(Vec<Outgoing>, Vec<Delivery>)> = None;
+        let mut previous: Option<(Vec<Outgoing>, outcomes::Sent)> = None;
         for _ in 0..max_batches {
             if current.is_empty() {
                 match ahead.take() {
@@ -312,21 +312,22 @@ impl Worker {
                 position_range(&self.db, batch, Waiting::Unknown, term),
             );
             recorded?;
-            let deliveries = published?;
-            if let Some(reason) = fenced(&deliveries) {
+            let sent = published?;
+            let deliveries = &sent.deliveries;
+            if let Some(reason) = fenced(deliveries) {
                 self.record_previous(previous.take()).await?;
                 return Err(RelayError::fenced(term, "publish", reason));
             }
-            if let Some(reason) = conflict(&deliveries) {
+            if let Some(reason) = conflict(deliveries) {
                 return Err(self.report_conflict(reason.to_owned()));
             }
-            if let Some(reason) = rejection(&deliveries) {
-                self.record(&current, &deliveries).await?;
+            if let Some(reason) = rejection(deliveries) {
+                self.record(&current, &sent).await?;
                 return Err(RelayError::Broker(format!(
                     "the broker rejected an event: {reason}"
                 )));
             }
-            previous = Some((std::mem::take(&mut current), deliveries));
+            previous = Some((std::mem::take(&mut current), sent));
             (current, ahead) = (next?, positioned?);
             if !self.still_leading(term).await? {
                 break;

@@ -29,43 +29,47 @@ impl super::Worker {
             .await
     }
 
-    /// Hands a batch to the broker (nothing to do for an empty one).
-    pub(super) async fn publish(
-        &self,
-        batch: &[Outgoing],
-        term: i64,
-    ) -> Result<Vec<Delivery>, RelayError> {
+    /// Hands a batch to the broker (nothing to do for an empty one), stamped with the time its
+    /// events count as published: the stream carries it, and the log records the same.
+    pub(super) async fn publish(&self, batch: &[Outgoing], term: i64) -> Result<Sent, RelayError> {
+        let at = crate::clock::now();
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Sent {
+                deliveries: Vec::new(),
+                at,
+            });
         }
-        self.broker
-            .publish(batch, term)
+        let deliveries = self
+            .broker
+            .publish(batch, term, at)
             .await
-            .map_err(|e| RelayError::Broker(e.0))
+            .map_err(|e| RelayError::Broker(e.0))?;
+        Ok(Sent { deliveries, at })
     }
 
     /// Records the outcome of the batch published before, if any.
     pub(super) async fn record_previous(
         &self,
-        previous: Option<(Vec<Outgoing>, Vec<Delivery>)>,
+        previous: Option<(Vec<Outgoing>, Sent)>,
     ) -> AppResult<()> {
         match previous {
-            Some((batch, deliveries)) => self.record(&batch, &deliveries).await,
+            Some((batch, sent)) => self.record(&batch, &sent).await,
             None => Ok(()),
         }
     }
 
     /// Publishes a batch and records the outcome; an event the broker rejected fails the round.
     pub(super) async fn send(&self, batch: &[Outgoing], term: i64) -> Result<(), RelayError> {
-        let deliveries = self.publish(batch, term).await?;
-        if let Some(reason) = fenced(&deliveries) {
+        let sent = self.publish(batch, term).await?;
+        let deliveries = &sent.deliveries;
+        if let Some(reason) = fenced(deliveries) {
             return Err(RelayError::fenced(term, "publish", reason));
         }
-        if let Some(reason) = conflict(&deliveries) {
+        if let Some(reason) = conflict(deliveries) {
             return Err(self.report_conflict(reason.to_owned()));
         }
-        self.record(batch, &deliveries).await?;
-        match rejection(&deliveries) {
+        self.record(batch, &sent).await?;
+        match rejection(deliveries) {
             Some(reason) => Err(RelayError::Broker(format!(
                 "the broker rejected an event: {reason}"
             ))),
@@ -96,12 +100,8 @@ impl super::Worker {
 
     /// Marks delivered events published; counts attempts on rejected ones and buries them at the
     /// limit.
-    pub(super) async fn record(
-        &self,
-        batch: &[Outgoing],
-        deliveries: &[Delivery],
-    ) -> AppResult<()> {
-        let now = crate::clock::now();
+    pub(super) async fn record(&self, batch: &[Outgoing], sent: &Sent) -> AppResult<()> {
+        let (now, deliveries) = (sent.at, &sent.deliveries);
         let first = batch.first().map(|e| e.position);
         let last = batch.last().map(|e| e.position);
         let contiguous = match (first, last) {
@@ -174,6 +174,12 @@ pub(super) fn outgoing() -> sea_orm::Select<event::Entity> {
             Expr::col(Column::LastError).is_not_null(),
             "rejected_before",
         )
+}
+
+/// What the broker said about a batch, and the time its events count as published.
+pub(super) struct Sent {
+    pub(super) deliveries: Vec<Delivery>,
+    pub(super) at: chrono::DateTime<Utc>,
 }
 
 /// The reason the broker gave for the first event it rejected, if any.

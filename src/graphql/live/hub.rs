@@ -36,7 +36,11 @@ pub(super) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
                 }
             },
         };
-        let mut events = match inner.feed.subscribe(Some(start), EventSelector::default()).await {
+        let mut events = match inner
+            .feed
+            .subscribe(Some(start), EventSelector::default())
+            .await
+        {
             Ok(events) => events.boxed(),
             Err(error) => {
                 tracing::warn!(%error, "the subscription hub could not read the feed");

@@ -213,7 +213,11 @@ impl Live {
 
     /// Subscribers in cohorts now, and cohorts.
     pub fn shared(&self) -> (usize, usize) {
-        let registry = self.inner.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         (registry.members, registry.cohorts.len())
     }
 }

@@ -5,8 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream};
 
 use crate::error::AppError;
 use crate::events::broker::Envelope;
@@ -30,9 +30,10 @@ impl Interest {
     pub fn wants(&self, event: &Envelope) -> bool {
         self.selector.matches(event)
             && self.level_store.as_ref().is_none_or(|store| {
-                types::levels_in(event)
-                    .iter()
-                    .any(|level| &level.store_id == store)
+                types::changes_levels(event)
+                    && types::levels_in(event)
+                        .iter()
+                        .any(|level| &level.store_id == store)
             })
     }
 }

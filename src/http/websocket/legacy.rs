@@ -133,4 +133,3 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState, protocol: WebSock
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
     }
 }
-

@@ -219,9 +219,8 @@ impl Connection {
         state: &HttpState,
         starting: &mut Starting,
     ) -> Result<Vec<Message>, Message> {
-        let message: ClientMessage = serde_json::from_slice(bytes).map_err(|error| {
-            close(4400, &format!("Invalid message received: {error}"))
-        })?;
+        let message: ClientMessage = serde_json::from_slice(bytes)
+            .map_err(|error| close(4400, &format!("Invalid message received: {error}")))?;
         match message {
             ClientMessage::ConnectionInit { payload } => {
                 if std::mem::replace(&mut self.init_received, true) {

@@ -45,6 +45,10 @@ pub struct WsClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     protocol: &'static str,
     queues: HashMap<String, VecDeque<Item>>,
+    /// The raw text of each `next` (or legacy `data`) payload, per subscription id.
+    raw: HashMap<String, VecDeque<String>>,
+    /// The text of the message `read` returned last.
+    last_text: String,
     /// Server keepalives seen (`ping` or `ka`).
     pub keepalives: usize,
     closed: Option<Closed>,
@@ -113,6 +117,8 @@ impl WsClient {
             socket,
             protocol,
             queues: HashMap::new(),
+            raw: HashMap::new(),
+            last_text: String::new(),
             keepalives: 0,
             closed: None,
         }
@@ -217,6 +223,15 @@ impl WsClient {
         all
     }
 
+    /// The payloads of the `next` messages of subscription `id` received so far (those taken
+    /// with `item`, `next_data` or `take_data` too), as the exact text the server sent.
+    pub fn raw_payloads(&mut self, id: &str) -> Vec<String> {
+        self.raw
+            .get_mut(id)
+            .map(|raw| raw.drain(..).collect())
+            .unwrap_or_default()
+    }
+
     /// Asserts nothing arrives for subscription `id` during `quiet`.
     pub async fn assert_quiet(&mut self, id: &str, quiet: Duration) {
         match self.item(id, quiet).await {
@@ -246,7 +261,19 @@ impl WsClient {
             return;
         };
         let item = match message["type"].as_str() {
-            Some("next") | Some("data") => Item::Next(message["payload"].clone()),
+            Some("next") | Some("data") => {
+                // Every frame ends with its payload: `…,"payload":PAYLOAD}`.
+                let text = &self.last_text;
+                let payload = text
+                    .find(r#""payload":"#)
+                    .map(|at| text[at + 10..text.len() - 1].to_owned())
+                    .unwrap_or_default();
+                self.raw
+                    .entry(id.to_owned())
+                    .or_default()
+                    .push_back(payload);
+                Item::Next(message["payload"].clone())
+            }
             Some("error") => Item::Error(message["payload"].clone()),
             Some("complete") => Item::Complete,
             _ => return,
@@ -300,6 +327,7 @@ impl WsClient {
                 }
             };
             let message: Value = serde_json::from_str(&text).expect("JSON message");
+            self.last_text = text;
             match message["type"].as_str() {
                 Some("ping") => {
                     self.keepalives += 1;
