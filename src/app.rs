@@ -156,6 +156,8 @@ pub struct Service {
     /// Every background task: relay, broker watch, feed reader, sweeper, checkpointer, the
     /// group writer and the reservation batcher.
     tasks: TaskTracker,
+    /// The WebSocket connections' runtime (lower priority; see `http::websocket`).
+    connections: tokio::runtime::Runtime,
 }
 
 /// Connects, migrates and starts the relay, feed and sweeper; returns the router to serve.
@@ -211,12 +213,20 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     let limits = limits(settings);
     let schema =
         graphql::Gateway::new(graphql::build_schema(Some(state.clone()), &limits), &limits);
-    let live =
-        graphql::live::Live::start(schema.clone(), state.feed.clone(), shutdown.clone(), &tasks);
+    let live = graphql::live::Live::start(
+        schema.clone(),
+        state.feed.clone(),
+        settings.live_ring,
+        shutdown.clone(),
+        &tasks,
+    );
+    let connections = crate::http::websocket::connection_runtime()
+        .map_err(|e| startup("starting the WebSocket runtime")(&e))?;
     let router = crate::http::router(
         state,
         schema,
         live,
+        connections.handle().clone(),
         crate::http::HttpLimits::from_settings(settings),
     );
     Ok(Service {
@@ -224,6 +234,7 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         shutdown,
         background,
         tasks,
+        connections,
     })
 }
 
@@ -237,6 +248,7 @@ impl Service {
             shutdown,
             background,
             tasks,
+            connections,
         } = self;
         shutdown.cancel();
         background.cancel();
@@ -248,6 +260,8 @@ impl Service {
         {
             tracing::warn!(left = tasks.len(), "background tasks did not stop in time");
         }
+        // Connections ended with the server; whatever is left there is dropped.
+        connections.shutdown_background();
     }
 }
 

@@ -151,6 +151,16 @@ pub struct Settings {
     )]
     pub relay_max_attempts: i32,
 
+    /// Rendered events each shared live subscription keeps for subscribers that read behind the
+    /// newest; one further behind replays from the log by itself.
+    #[arg(
+        long,
+        env = "STOCKROOM_LIVE_RING",
+        default_value_t = 8192,
+        global = true
+    )]
+    pub live_ring: usize,
+
     /// Most subscriptions open at once on one WebSocket connection; more are refused with
     /// `BAD_USER_INPUT`.
     #[arg(

@@ -78,6 +78,17 @@ impl Context {
         products: usize,
         stores: usize,
     ) -> BenchResult<(Server, Vec<Sku>)> {
+        self.server_with(name, products, stores, &[]).await
+    }
+
+    /// Like [`Context::server`], with extra environment for a server the bench starts.
+    pub async fn server_with(
+        &self,
+        name: &str,
+        products: usize,
+        stores: usize,
+        env: &[(&str, &str)],
+    ) -> BenchResult<(Server, Vec<Sku>)> {
         match &self.external {
             Some((url, key)) => {
                 let server = Server::external(url, key);
@@ -87,7 +98,11 @@ impl Context {
             }
             None => {
                 let skus = self.seeded(name, products, stores).await?;
-                let server = Server::start(&Launch::new(&self.binary, &self.db(name))).await?;
+                let mut launch = Launch::new(&self.binary, &self.db(name));
+                launch
+                    .env
+                    .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                let server = Server::start(&launch).await?;
                 Ok((server, skus))
             }
         }

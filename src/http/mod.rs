@@ -6,7 +6,7 @@ mod browsers;
 mod graphql;
 pub mod server;
 mod status;
-mod websocket;
+pub mod websocket;
 
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ pub struct HttpState {
     pub schema: Gateway,
     /// Live subscriptions that share their work (the WebSocket's operations).
     pub live: Live,
+    /// Where WebSocket connections run (see [`websocket::connection_runtime`]).
+    pub connections: tokio::runtime::Handle,
     /// Most operations in a batched request.
     pub max_batch: usize,
     /// Origins whose pages may open the WebSocket besides same-origin and loopback pages.
@@ -130,11 +132,18 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
 }
 
 /// Builds the router.
-pub fn router(app: AppState, schema: Gateway, live: Live, limits: HttpLimits) -> Router {
+pub fn router(
+    app: AppState,
+    schema: Gateway,
+    live: Live,
+    connections: tokio::runtime::Handle,
+    limits: HttpLimits,
+) -> Router {
     let state = HttpState {
         app,
         schema,
         live,
+        connections,
         max_batch: limits.max_batch,
         allowed_origins: std::sync::Arc::new(limits.cors_origins.clone()),
         metrics_key: limits.metrics_key.as_deref().map(std::sync::Arc::from),

@@ -215,7 +215,11 @@ pub async fn fanout(ctx: &Context) -> BenchResult<Vec<Row>> {
         ctx.rate, ctx.runs, ctx.duration
     );
     check_open_files(n)?;
-    let (server, skus) = ctx.server("fanout-server", WRITERS, 1).await?;
+    // Every subscriber connects from 127.0.0.1, as through a reverse proxy.
+    let one_address = [("STOCKROOM_MAX_CONNECTIONS_PER_ADDRESS", "0")];
+    let (server, skus) = ctx
+        .server_with("fanout-server", WRITERS, 1, &one_address)
+        .await?;
     let outcome = measure(ctx, &server, &skus).await;
     server.stop().await;
     Ok(rows(&outcome?))

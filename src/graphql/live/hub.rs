@@ -1,16 +1,15 @@
 //! The hub: one task per process reads the feed while anyone shares a subscription, renders
-//! each event once per cohort that may want it, and hands the bytes to every member without
-//! waiting for any (a member whose queue is full is dropped and goes on by itself).
+//! each event once per cohort that may want it, and puts the bytes in the cohort's ring, which
+//! members read at their own pace: the hub waits for none.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::Executor;
 use futures_util::StreamExt;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cohort, Inner, LiveMode, Rendered, member::leave, serialize};
+use super::{Cohort, Inner, LiveMode, Rendered, serialize};
 use crate::events::broker::Envelope;
 use crate::events::outbox::EventSelector;
 
@@ -95,21 +94,13 @@ fn wanted(inner: &Inner) -> bool {
     registry.members + registry.waiting > 0
 }
 
-/// At shutdown: every member's queue closes (its stream ends), and joiners stop waiting.
+/// At shutdown: joiners stop waiting (members end with their connections).
 fn stop(inner: &Inner) {
-    let mut registry = inner.registry.lock().unwrap_or_else(|e| e.into_inner());
-    registry.running = false;
-    for cohort in registry.cohorts.values() {
-        cohort
-            .members
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
-    registry.cohorts.clear();
-    registry.by_store.clear();
-    registry.members = 0;
-    drop(registry);
+    inner
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .running = false;
     inner.running.send_replace(false);
 }
 
@@ -136,7 +127,8 @@ async fn dispatch(inner: &Inner, event: Envelope) {
         if rendered.payloads.is_empty() {
             continue;
         }
-        deliver(inner, &cohort, Arc::new(rendered));
+        // No receiver left: the cohort is on its way out.
+        let _ = cohort.ring.send(Arc::new(rendered));
     }
 }
 
@@ -155,29 +147,5 @@ async fn render(inner: &Inner, cohort: &Cohort, event: &Envelope) -> Rendered {
     Rendered {
         position: event.position.unwrap_or_default(),
         payloads: responses.iter().filter_map(serialize).collect(),
-    }
-}
-
-/// Queues `rendered` for every member that joined before it; drops members that are full
-/// (they go on by themselves) or gone.
-fn deliver(inner: &Inner, cohort: &Arc<Cohort>, rendered: Arc<Rendered>) {
-    let mut dropped = Vec::new();
-    {
-        let members = cohort.members.lock().unwrap_or_else(|e| e.into_inner());
-        for member in members.iter().filter(|m| m.start < rendered.position) {
-            match member.sender.try_send(rendered.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    member
-                        .behind
-                        .store(true, std::sync::atomic::Ordering::Release);
-                    dropped.push(member.id);
-                }
-                Err(TrySendError::Closed(_)) => dropped.push(member.id),
-            }
-        }
-    }
-    if !dropped.is_empty() {
-        leave(inner, cohort, &dropped);
     }
 }

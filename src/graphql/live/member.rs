@@ -1,17 +1,17 @@
-//! Joining a cohort, and a member's stream: the cohort's shared responses while it keeps up,
-//! then, once it fell behind, its own execution from its last event on.
+//! Joining a cohort, and a member's stream: the cohort's shared responses while it keeps up
+//! with the ring, then, once it fell behind it, its own execution from its last event on.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::Data;
 use axum::body::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
-use tokio::sync::mpsc;
+use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{Cohort, CohortKey, Inner, Interest, Live, LiveMode, Member, Operation, Rendered};
+use super::{Cohort, CohortKey, Inner, Interest, Live, LiveMode, Operation, Rendered};
 
 impl Live {
     /// Joins the cohort of `key` (made with `operation` when it has none yet), once the hub
@@ -41,7 +41,8 @@ impl Live {
                                 interest: interest.clone(),
                                 operation: operation.clone(),
                                 session: session.clone(),
-                                members: Mutex::new(Vec::new()),
+                                ring: broadcast::Sender::new(inner.ring),
+                                members: AtomicUsize::new(0),
                             });
                             registry.cohorts.insert(key.clone(), cohort.clone());
                             registry
@@ -52,27 +53,14 @@ impl Live {
                             cohort
                         }
                     };
-                    let (sender, receiver) = mpsc::channel(super::MEMBER_QUEUE);
-                    let member = Member {
-                        id: inner.next_member.fetch_add(1, Ordering::Relaxed),
-                        start: registry.position,
-                        sender,
-                        behind: Arc::new(AtomicBool::new(false)),
-                    };
-                    let state = MemberState {
-                        id: member.id,
-                        behind: member.behind.clone(),
-                        last: member.start,
+                    cohort.members.fetch_add(1, Ordering::Relaxed);
+                    registry.members += 1;
+                    let member = MemberState {
+                        last: registry.position,
                         cohort: cohort.clone(),
                         inner: inner.clone(),
                     };
-                    cohort
-                        .members
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(member);
-                    registry.members += 1;
-                    break (state, receiver);
+                    break (member, cohort.ring.subscribe());
                 }
                 if !waiting {
                     registry.waiting += 1;
@@ -91,9 +79,7 @@ impl Live {
 
 /// A member, as its own stream sees it; leaves its cohort when dropped.
 struct MemberState {
-    id: u64,
-    behind: Arc<AtomicBool>,
-    /// Position of the last event received.
+    /// Position of the last event received (at first, the hub's when it joined).
     last: i64,
     cohort: Arc<Cohort>,
     inner: Arc<Inner>,
@@ -102,18 +88,16 @@ struct MemberState {
 impl Drop for MemberState {
     fn drop(&mut self) {
         metrics::gauge!("stockroom_subscriptions_shared").decrement(1.0);
-        leave(&self.inner, &self.cohort, &[self.id]);
+        leave(&self.inner, &self.cohort);
     }
 }
 
-/// Removes members `ids` from `cohort` (those still in it), and the cohort once empty.
-pub(super) fn leave(inner: &Inner, cohort: &Arc<Cohort>, ids: &[u64]) {
+/// A member leaves `cohort`; the cohort goes once it has none left.
+fn leave(inner: &Inner, cohort: &Arc<Cohort>) {
     let mut registry = inner.registry.lock().unwrap_or_else(|e| e.into_inner());
-    let mut members = cohort.members.lock().unwrap_or_else(|e| e.into_inner());
-    let before = members.len();
-    members.retain(|m| !ids.contains(&m.id));
-    registry.members -= before - members.len();
-    if members.is_empty() && registry.cohorts.remove(&cohort.key).is_some() {
+    registry.members = registry.members.saturating_sub(1);
+    let left = cohort.members.fetch_sub(1, Ordering::Relaxed) - 1;
+    if left == 0 && registry.cohorts.remove(&cohort.key).is_some() {
         if let Some(filed) = registry
             .by_store
             .get_mut(&cohort.interest.selector.store_id)
@@ -123,7 +107,6 @@ pub(super) fn leave(inner: &Inner, cohort: &Arc<Cohort>, ids: &[u64]) {
         registry.by_store.retain(|_, filed| !filed.is_empty());
     }
     let idle = registry.members == 0 && registry.waiting == 0;
-    drop(members);
     drop(registry);
     if idle {
         inner.demand.notify_one();
@@ -133,7 +116,7 @@ pub(super) fn leave(inner: &Inner, cohort: &Arc<Cohort>, ids: &[u64]) {
 /// What a member's stream works through.
 struct Flow {
     member: MemberState,
-    receiver: mpsc::Receiver<Arc<Rendered>>,
+    receiver: broadcast::Receiver<Arc<Rendered>>,
     ready: VecDeque<Bytes>,
     /// Its own execution, once it fell behind.
     alone: Option<BoxStream<'static, Bytes>>,
@@ -141,7 +124,7 @@ struct Flow {
 
 fn member_stream(
     member: MemberState,
-    receiver: mpsc::Receiver<Arc<Rendered>>,
+    receiver: broadcast::Receiver<Arc<Rendered>>,
 ) -> BoxStream<'static, Bytes> {
     let flow = Flow {
         member,
@@ -166,11 +149,13 @@ impl Flow {
                 return alone.next().await;
             }
             match self.receiver.recv().await {
-                Some(rendered) => {
+                // Rendered before this member joined.
+                Ok(rendered) if rendered.position <= self.member.last => {}
+                Ok(rendered) => {
                     self.member.last = rendered.position;
                     self.ready.extend(rendered.payloads.iter().cloned());
                 }
-                None if self.member.behind.load(Ordering::Acquire) => {
+                Err(RecvError::Lagged(_)) => {
                     metrics::counter!("stockroom_subscriptions_fell_behind_total").increment(1);
                     let cohort = &self.member.cohort;
                     let request = cohort
@@ -183,8 +168,8 @@ impl Flow {
                         cohort.session.clone(),
                     ));
                 }
-                // The hub stopped: the process is shutting down.
-                None => return None,
+                // The cohort is gone: the process is shutting down.
+                Err(RecvError::Closed) => return None,
             }
         }
     }

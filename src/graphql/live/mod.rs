@@ -10,9 +10,9 @@
 //!   (replays, queries and mutations over the socket) runs on its own, as before.
 //! - **Index**: cohorts are filed by the store their filter names, so an event is looked at only
 //!   by the cohorts that may want it (`hub`).
-//! - **Behind**: a member's queue holds [`MEMBER_QUEUE`] events. When it is full the hub drops
-//!   the member instead of waiting (writers and the other members go on); the member sends what
-//!   it has, then goes on by itself from its last event ([`LiveMode::ResumeAfter`]: the log
+//! - **Behind**: each cohort keeps its last `--live-ring` rendered events in a ring that its members
+//!   read at their own pace; the hub never waits for anyone. A member that falls further behind
+//!   than the ring goes on by itself from its last event ([`LiveMode::ResumeAfter`]: the log
 //!   first, then live), so nothing is lost, repeated or reordered, and memory stays bounded.
 
 mod hub;
@@ -20,7 +20,7 @@ mod member;
 pub mod source;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::types::OperationType;
@@ -28,7 +28,7 @@ use async_graphql::{Data, Executor, Request, Response, ServerError, Variables};
 use axum::body::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,9 +38,6 @@ use super::Gateway;
 use super::gateway::validated;
 use crate::auth::{Principal, Role};
 use crate::events::feed::Feed;
-
-/// Events queued per shared subscriber before it counts as behind and goes on by itself.
-pub const MEMBER_QUEUE: usize = 256;
 
 /// One event rendered for one selection: the JSON of each response it makes (none, one, or
 /// one per stock level for `stockLevelChanged`).
@@ -92,16 +89,10 @@ struct Cohort {
     interest: Interest,
     operation: Operation,
     session: Arc<Data>,
-    members: Mutex<Vec<Member>>,
-}
-
-/// A cohort member, as the hub sees it.
-struct Member {
-    id: u64,
-    /// Events after this position are for it.
-    start: i64,
-    sender: mpsc::Sender<Arc<Rendered>>,
-    behind: Arc<AtomicBool>,
+    /// The rendered events, newest last; each member reads it at its own pace.
+    ring: broadcast::Sender<Arc<Rendered>>,
+    /// Members reading the ring (under the registry's lock).
+    members: AtomicUsize,
 }
 
 /// Cohorts and the hub's place in the log.
@@ -132,15 +123,17 @@ struct Inner {
     /// Wakes the hub when the registry gains its first joiner or loses its last member.
     demand: Notify,
     running: watch::Sender<bool>,
-    next_member: AtomicU64,
+    /// Rendered events each cohort keeps.
+    ring: usize,
 }
 
 impl Live {
-    /// The engine for `gateway`'s schema, fed by `feed`; its hub runs in `tasks` until
-    /// `shutdown`.
+    /// The engine for `gateway`'s schema, fed by `feed`, keeping `ring` rendered events per
+    /// cohort; its hub runs in `tasks` until `shutdown`.
     pub fn start(
         gateway: Gateway,
         feed: Feed,
+        ring: usize,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
@@ -151,7 +144,7 @@ impl Live {
                 registry: Mutex::new(Registry::default()),
                 demand: Notify::new(),
                 running: watch::Sender::new(false),
-                next_member: AtomicU64::new(1),
+                ring: ring.max(1),
             }),
         };
         tasks.spawn(hub::run(live.inner.clone(), shutdown));

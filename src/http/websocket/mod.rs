@@ -66,10 +66,14 @@ pub async fn websocket(
         .on_upgrade(move |socket| async move {
             // The connection keeps its place under the connection caps while the socket is open.
             let _slot = slot;
-            match protocol {
-                WebSocketProtocols::GraphQLWS => transport::serve(socket, state).await,
-                legacy => legacy::serve(socket, state, legacy).await,
-            }
+            let connections = state.connections.clone();
+            let served = connections.spawn(async move {
+                match protocol {
+                    WebSocketProtocols::GraphQLWS => transport::serve(socket, state).await,
+                    legacy => legacy::serve(socket, state, legacy).await,
+                }
+            });
+            let _ = served.await;
         })
 }
 
@@ -86,6 +90,33 @@ impl ConnectionGauge {
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
         metrics::gauge!("stockroom_ws_connections").decrement(1.0);
+    }
+}
+
+/// The runtime WebSocket connections run on: as many threads as cores, each at a lower
+/// scheduling priority (nice 10) than the rest of the process. Requests, the database, the
+/// relay and the rendering of events run at normal priority, so under overload the writers get
+/// the CPU first; subscribers then fall behind, read from their cohort's ring or the log, and
+/// catch up once the load drops, in order and without loss.
+pub fn connection_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("stockroom-ws")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: nice is per thread).
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let lowered = unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 10)
+    };
+    if lowered != 0 {
+        tracing::debug!("could not lower a WebSocket thread's priority");
     }
 }
 
