@@ -13,7 +13,7 @@ use async_graphql::{Request, ServerError, Variables};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{BoxStream, FuturesUnordered};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_stream::StreamMap;
@@ -159,16 +159,18 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState) {
                 Some(Ok(_)) => Vec::new(),
             },
         };
-        let mut sent = true;
-        for message in outgoing {
-            sent = tokio::select! {
-                sent = sink.send(message) => sent.is_ok(),
-                _ = shutdown.cancelled() => false,
-            };
-            if !sent {
-                break;
+        let mut outgoing = outgoing;
+        // Whatever else is ready goes out in the same write.
+        while outgoing.len() < MAX_WRITE_BATCH {
+            match connection.running.next().now_or_never() {
+                Some(Some((id, item))) => outgoing.extend(connection.forward(id, item)),
+                _ => break,
             }
         }
+        let sent = tokio::select! {
+            sent = send_all(&mut sink, outgoing) => sent,
+            _ = shutdown.cancelled() => false,
+        };
         if !sent {
             break shutdown
                 .is_cancelled()
@@ -180,6 +182,25 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState) {
         // A client that stopped reading must not hold the connection open.
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
     }
+}
+
+/// Most messages written to a connection at once.
+const MAX_WRITE_BATCH: usize = 64;
+
+/// Writes `messages` and flushes once; false when the connection is gone.
+async fn send_all(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    messages: Vec<Message>,
+) -> bool {
+    if messages.is_empty() {
+        return true;
+    }
+    for message in messages {
+        if sink.feed(message).await.is_err() {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
 }
 
 fn text(message: String) -> Message {
