@@ -35,12 +35,14 @@ use serde_json::json;
 use scenarios::Context;
 
 /// Every scenario, in the default order.
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 8] = [
     "hot-reserve",
     "spread-reserve",
     "dashboard-reads",
     "relay-drain",
     "fanout",
+    "fanout-capacity",
+    "fanout-isolation",
     "slowloris",
 ];
 
@@ -49,7 +51,7 @@ const SCENARIOS: [&str; 6] = [
 #[command(name = "stockroom-bench", about = "Load generator for Stockroom")]
 struct Args {
     /// Scenarios to run (default: all): hot-reserve, spread-reserve, dashboard-reads,
-    /// relay-drain, fanout.
+    /// relay-drain, fanout, fanout-capacity, fanout-isolation, slowloris.
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.
     #[arg(long, default_value_t = 3)]
@@ -165,6 +167,8 @@ async fn run(args: Args) -> Result<(), String> {
             "dashboard-reads" => scenarios::dashboard(&ctx).await,
             "relay-drain" => scenarios::relay_drain(&ctx).await,
             "fanout" => fanout::fanout(&ctx).await,
+            "fanout-capacity" => fanout::capacity(&ctx).await,
+            "fanout-isolation" => fanout::isolation(&ctx).await,
             "slowloris" => slowloris::slowloris(&ctx).await,
             other => Err(format!("no such scenario {other:?}")),
         };

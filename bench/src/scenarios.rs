@@ -165,7 +165,7 @@ async fn seed_graphql(gql: &Gql, products: usize, stores: usize) -> BenchResult<
 
 /// Reservation load against the server: `clients` workers, each `reserveStock` quantity 1 on
 /// the hot level (`hot`) or a random one.
-async fn reserve_run(
+pub(crate) async fn reserve_run(
     gql: &Gql,
     skus: &Arc<Vec<Sku>>,
     clients: usize,
@@ -198,7 +198,7 @@ async fn reserve_run(
     .await
 }
 
-fn print_run(label: &str, run: usize, s: &RunStats, unit: &str) {
+pub(crate) fn print_run(label: &str, run: usize, s: &RunStats, unit: &str) {
     eprintln!(
         "  run {run} {label:<8} {:>10.0} {unit}  p50 {:>8.0} µs  p99 {:>8.0} µs  ({} ok, {} errors)",
         s.ops_per_sec, s.p50_us, s.p99_us, s.ok, s.errors

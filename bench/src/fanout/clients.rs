@@ -58,6 +58,11 @@ pub(super) async fn send_text(socket: &mut Socket, text: String) -> BenchResult<
 
 /// A `graphql-transport-ws` connection with `key`, acknowledged, with the subscription sent.
 pub(super) async fn subscribe(url: String, key: String) -> BenchResult<Socket> {
+    subscribe_to(url, key, SUBSCRIPTION).await
+}
+
+/// Like [`subscribe`], to `query`.
+pub(super) async fn subscribe_to(url: String, key: String, query: &str) -> BenchResult<Socket> {
     let mut socket = connect(url, Some("graphql-transport-ws")).await?;
     let init = json!({ "type": "connection_init", "payload": { "apiKey": key } });
     send_text(&mut socket, init.to_string()).await?;
@@ -78,7 +83,7 @@ pub(super) async fn subscribe(url: String, key: String) -> BenchResult<Socket> {
     })
     .await;
     acked.map_err(|_| "no connection_ack within 30 s".to_owned())??;
-    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION } });
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
     send_text(&mut socket, subscribe.to_string()).await?;
     Ok(socket)
 }

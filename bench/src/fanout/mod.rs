@@ -26,6 +26,8 @@
 //! This file holds the scenario and its types; `server_side` drives the server (writers and
 //! subscribers), `broadcaster` the raw baseline, `clients` the WebSocket clients both share,
 //! `report` the summary and rows, `probes` the readings of `/metrics` and `/proc`.
+//! `capacity` (`fanout-capacity`) and `isolation` (`fanout-isolation`) are scenarios built on
+//! the same parts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,7 +46,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod broadcaster;
+mod capacity;
 mod clients;
+mod isolation;
 mod probes;
 mod report;
 mod server_side;
@@ -54,6 +58,9 @@ use clients::*;
 use probes::*;
 use report::*;
 use server_side::*;
+
+pub use capacity::capacity;
+pub use isolation::isolation;
 
 use crate::baseline::{Sku, stamp};
 use crate::load::percentile;
