@@ -430,6 +430,33 @@ describe('playground and dashboard in Chromium', () => {
     await page.close();
   });
 
+  test('the browser accepts the protocol close frames (4400, 4409, 4429) with their codes', async () => {
+    const page = await context.newPage();
+    await page.goto(`${server.url}/dashboard`);
+    const codes = await page.evaluate(async (key) => {
+      // Opens a graphql-transport-ws connection, waits for the ack, sends `messages`, and
+      // resolves with the close code the browser reports (1006 if it rejected the frame).
+      const closeAfter = (messages) => new Promise((resolve) => {
+        const socket = new WebSocket(`${location.origin.replace('http', 'ws')}/graphql/ws`, 'graphql-transport-ws');
+        socket.onopen = () => socket.send(JSON.stringify({ type: 'connection_init', payload: { apiKey: key } }));
+        socket.onmessage = (event) => {
+          if (JSON.parse(event.data).type === 'connection_ack') messages.forEach((m) => socket.send(m));
+        };
+        socket.onclose = (event) => resolve(event.code);
+        setTimeout(() => resolve('still open'), 5000);
+      });
+      const subscribe = JSON.stringify({ id: 'x', type: 'subscribe', payload: { query: 'subscription { inventoryEvents { id } }' } });
+      return {
+        unknown: await closeAfter([JSON.stringify({ type: 'no_such_type', padding: 'y'.repeat(300) })]),
+        notJson: await closeAfter(['{']),
+        duplicate: await closeAfter([subscribe, subscribe]),
+        secondInit: await closeAfter([JSON.stringify({ type: 'connection_init', payload: { apiKey: key } })]),
+      };
+    }, READ_KEY);
+    assert.deepEqual(codes, { unknown: 4400, notJson: 4400, duplicate: 4409, secondInit: 4429 });
+    await page.close();
+  });
+
   test('the dashboard reports a refused key', async () => {
     const page = watchPage(await context.newPage(), 'dashboard-bad-key');
     await page.goto(`${server.url}/dashboard`);

@@ -59,8 +59,7 @@ async fn measure_both(
         .await?;
         let audience = Audience::listen(sockets, 0);
         let opened = Instant::now();
-        while metric(&http, server, "stockroom_subscriptions_open").await?
-            < ctx.subscribers as f64
+        while metric(&http, server, "stockroom_subscriptions_open").await? < ctx.subscribers as f64
         {
             if opened.elapsed() > OPEN_TIMEOUT {
                 return Err("the idle subscriptions did not open".into());
@@ -73,7 +72,9 @@ async fn measure_both(
         let received = audience.finish().await?;
         let delivered: u64 = received.iter().map(|r| r.events).sum();
         if delivered > 0 {
-            return Err(format!("{delivered} events reached subscribers that match none"));
+            return Err(format!(
+                "{delivered} events reached subscribers that match none"
+            ));
         }
         while metric(&http, server, "stockroom_subscriptions_open").await? > 0.0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
