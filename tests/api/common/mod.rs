@@ -1,7 +1,6 @@
 //! Test harness: runs the real `stockroom` binary on a random port with a SQLite file in a temp
 //! dir, and talks to it over HTTP like any client.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,12 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use redis_server::RedisServer;
-
+mod fixtures;
+mod outbox;
 pub mod postgres;
 pub mod redis_server;
 pub mod small_disk;
 pub mod ws;
+
+pub use fixtures::*;
+pub use outbox::*;
 
 /// Keys every test server is started with.
 pub const ADMIN_KEY: &str = "admin-key-0001";
@@ -339,205 +341,4 @@ pub async fn metric(client: &Client, series: &str) -> f64 {
             (key == series || key.starts_with(&labelled)).then(|| value.parse::<f64>().ok())?
         })
         .sum()
-}
-
-/// Creates a store.
-pub async fn create_store(client: &Client, id: &str) {
-    client
-        .data(
-            "mutation($id: ID!) { createStore(input: {id: $id, name: $id}) { id } }",
-            json!({ "id": id }),
-        )
-        .await;
-}
-
-/// Creates a product; returns its id.
-pub async fn create_product(client: &Client, sku: &str) -> String {
-    let data = client
-        .data(
-            "mutation($sku: String!) { createProduct(input: {sku: $sku, name: $sku, price: \"9.99\"}) { id } }",
-            json!({ "sku": sku }),
-        )
-        .await;
-    data["createProduct"]["id"].as_str().expect("id").to_owned()
-}
-
-/// Creates a stock level.
-pub async fn init_stock(
-    client: &Client,
-    product: &str,
-    store: &str,
-    quantity: i32,
-    reorder_point: i32,
-) -> Value {
-    let data = client
-        .data(
-            "mutation($p: UUID!, $s: ID!, $q: Int!, $r: Int) {
-               initializeStock(input: {productId: $p, storeId: $s, quantity: $q, reorderPoint: $r}) {
-                 quantity reserved available version reorderPoint lowStock } }",
-            json!({ "p": product, "s": store, "q": quantity, "r": reorder_point }),
-        )
-        .await;
-    data["initializeStock"].clone()
-}
-
-/// A store with one product stocked at `quantity`; returns the product id.
-pub async fn seed(client: &Client, store: &str, sku: &str, quantity: i32) -> String {
-    create_store(client, store).await;
-    let product = create_product(client, sku).await;
-    init_stock(client, &product, store, quantity, 0).await;
-    product
-}
-
-/// The stock level of a product in a store.
-pub async fn level(client: &Client, product: &str, store: &str) -> Value {
-    let data = client
-        .data(
-            "query($p: UUID!, $s: ID!) { stockLevel(productId: $p, storeId: $s) {
-               quantity reserved available version lowStock reorderPoint } }",
-            json!({ "p": product, "s": store }),
-        )
-        .await;
-    data["stockLevel"].clone()
-}
-
-/// Every event in the log (waits until `min` have been positioned, up to 10 s).
-pub async fn events(client: &Client, min: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let data = client
-                .data(
-                    "query($after: String) { events(first: 100, after: $after) {
-                       edges { cursor node { id cursor type aggregateType aggregateId storeId productId payload occurredAt publishedAt } }
-                       pageInfo { hasNextPage endCursor } } }",
-                    json!({ "after": after }),
-                )
-                .await;
-            let page = &data["events"];
-            all.extend(
-                page["edges"]
-                    .as_array()
-                    .expect("edges")
-                    .iter()
-                    .map(|e| e["node"].clone()),
-            );
-            if !page["pageInfo"]["hasNextPage"].as_bool().unwrap_or(false) {
-                break;
-            }
-            after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
-        }
-        if all.len() >= min || Instant::now() > deadline {
-            return all;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The types of `events`, in order.
-pub fn types(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
-/// Each client reserves one unit of the level at the same time; returns (granted, refused for
-/// `INSUFFICIENT_STOCK`). Any other error fails the test.
-pub async fn race_for_one_unit(clients: Vec<Client>, product: &str, store: &str) -> (usize, usize) {
-    let query = "mutation($p: UUID!, $s: ID!) { reserveStock(input: {productId: $p, storeId: $s, quantity: 1}) { id } }";
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|client| {
-            let vars = json!({ "p": product, "s": store });
-            tokio::spawn(async move { client.request(query, vars).await })
-        })
-        .collect();
-    let (mut granted, mut refused) = (0, 0);
-    for task in tasks {
-        let body = task.await.expect("request task");
-        match body["errors"][0]["extensions"]["code"].as_str() {
-            None => granted += 1,
-            Some("INSUFFICIENT_STOCK") => refused += 1,
-            Some(other) => panic!("unexpected {other}: {body}"),
-        }
-    }
-    (granted, refused)
-}
-
-/// An event's delivery state as the migration tests read it: position, published, attempts,
-/// last error, dead.
-pub type DeliveryState = (Option<i64>, bool, i32, Option<String>, bool);
-
-/// How many migrations `Migrator::down` undoes to go back to the schema of migration `version`.
-pub fn steps_back_to(version: usize) -> u32 {
-    use migration::MigratorTrait;
-    (migration::Migrator::migrations().len() - version) as u32
-}
-
-/// The columns `delivery_states` expects, in order, for a table or view with delivery state.
-pub const DELIVERY_COLUMNS: &str =
-    "SELECT position, published_at IS NOT NULL, attempts, last_error, dead_at IS NOT NULL";
-
-/// Runs `sql` (selecting `DELIVERY_COLUMNS`) and returns each row's state, in row order.
-pub async fn delivery_states(db: &impl sea_orm::ConnectionTrait, sql: &str) -> Vec<DeliveryState> {
-    let rows = db
-        .query_all_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            sql,
-        ))
-        .await
-        .expect("read delivery state");
-    rows.iter()
-        .map(|r| {
-            (
-                r.try_get_by_index(0).expect("position"),
-                r.try_get_by_index(1).expect("published"),
-                r.try_get_by_index(2).expect("attempts"),
-                r.try_get_by_index(3).expect("last_error"),
-                r.try_get_by_index(4).expect("dead"),
-            )
-        })
-        .collect()
-}
-
-/// Options for a server publishing to `redis`, with short relay backoffs and `extra` settings.
-pub fn with_redis(redis: &RedisServer, extra: &[(&str, &str)]) -> Options {
-    let mut env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        (
-            "STOCKROOM_RELAY_BACKOFF_BASE_MS".to_owned(),
-            "20".to_owned(),
-        ),
-        (
-            "STOCKROOM_RELAY_BACKOFF_CAP_MS".to_owned(),
-            "300".to_owned(),
-        ),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Options {
-        env,
-        ..Default::default()
-    }
-}
-
-/// The stream holds exactly the log: IDs `1-0..N-0` in order, each event id once, matching the
-/// database's log order.
-pub fn assert_stream_matches_log(entries: &[(String, HashMap<String, String>)], log: &[Value]) {
-    let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
-    let expected: Vec<String> = (1..=log.len()).map(|i| format!("{i}-0")).collect();
-    assert_eq!(
-        ids, expected,
-        "stream IDs are the log positions, each once, in order"
-    );
-    for ((id, fields), event) in entries.iter().zip(log) {
-        assert_eq!(
-            fields["id"],
-            event["id"].as_str().unwrap(),
-            "entry {id} is the event at that position"
-        );
-        assert_eq!(event["cursor"], id.as_str());
-    }
 }

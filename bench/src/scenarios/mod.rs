@@ -13,6 +13,12 @@ use crate::redis_util::{self, RedisServer};
 use crate::report::Row;
 use crate::server::{BenchResult, Gql, Launch, Server, has_errors};
 
+mod drain;
+mod reads;
+
+pub use drain::relay_drain;
+pub use reads::dashboard;
+
 /// Everything a scenario needs to know.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -51,9 +57,6 @@ const HUGE_STOCK: i64 = 10_000_000;
 
 const RESERVE: &str =
     "mutation Reserve($input: ReserveStockInput!) { reserveStock(input: $input) { id status } }";
-
-const DASHBOARD: &str = "query Dashboard { stockLevels(first: 100) { edges { node { quantity \
-    reserved available product { sku name } store { name } } } } }";
 
 impl Context {
     fn db(&self, name: &str) -> PathBuf {
@@ -280,175 +283,4 @@ pub async fn reserve(ctx: &Context, hot: bool) -> BenchResult<Vec<Row>> {
     }
     server.stop().await;
     Ok(rows_of(name, "ops/s", &server_runs, &baseline_runs, true))
-}
-
-/// `dashboard-reads`, plus the SQL statement count of one request.
-pub async fn dashboard(ctx: &Context) -> BenchResult<Vec<Row>> {
-    let name = "dashboard-reads";
-    eprintln!(
-        "{name}: {} clients, baseline {} thread(s), {} runs × {:?}",
-        ctx.read_clients, ctx.baseline_threads, ctx.runs, ctx.duration
-    );
-    let (server, _) = ctx
-        .server("dashboard-server", ctx.products, ctx.stores)
-        .await?;
-    ctx.seeded("dashboard-baseline", ctx.products, ctx.stores)
-        .await?;
-    let base_path = ctx.db("dashboard-baseline");
-    let gql = server.client(ctx.read_clients)?;
-    let sample = gql.run_raw(DASHBOARD, json!({})).await?;
-    if has_errors(&sample) {
-        return Err(format!(
-            "dashboard query failed: {}",
-            String::from_utf8_lossy(&sample)
-        ));
-    }
-    let base_len = baseline::dashboard_body_len(&base_path, 100)?;
-    eprintln!(
-        "  response bytes: server {} / baseline {base_len}",
-        sample.len()
-    );
-    let read = |duration: Duration| {
-        let gql = gql.clone();
-        load::run_async(ctx.read_clients, duration, move |_, _| {
-            let gql = gql.clone();
-            async move {
-                let body = gql.run_raw(DASHBOARD, json!({})).await?;
-                if has_errors(&body) {
-                    return Err(String::from_utf8_lossy(&body).into_owned());
-                }
-                Ok(())
-            }
-        })
-    };
-    read(Duration::from_millis(500)).await;
-    let mut server_runs = Vec::new();
-    let mut baseline_runs = Vec::new();
-    for run in 1..=ctx.runs {
-        let s = read(ctx.duration).await;
-        print_run("server", run, &s, "req/s");
-        server_runs.push(s);
-        let (path, threads, duration) = (base_path.clone(), ctx.baseline_threads, ctx.duration);
-        let b = tokio::task::spawn_blocking(move || {
-            baseline::dashboard_loop(&path, threads, 100, duration)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        print_run("baseline", run, &b, "req/s");
-        baseline_runs.push(b);
-    }
-    server.stop().await;
-    let mut rows = rows_of(name, "req/s", &server_runs, &baseline_runs, true);
-    if ctx.external.is_none() {
-        let count = sql_count(ctx, &ctx.db("dashboard-server")).await?;
-        eprintln!("  SQL statements for one dashboard request: {count}");
-        rows.push(Row::figure(
-            name,
-            "sql statements",
-            "per request",
-            count as f64,
-        ));
-    }
-    Ok(rows)
-}
-
-/// Starts a server with SQL logging on `db`, sends one dashboard request, and counts the logged
-/// statements that read stock_levels, products or stores.
-async fn sql_count(ctx: &Context, db: &Path) -> BenchResult<usize> {
-    let mut launch = Launch::new(&ctx.binary, db);
-    launch.capture_stderr = true;
-    launch.env = vec![
-        ("STOCKROOM_LOG_SQL".into(), "true".into()),
-        ("RUST_LOG".into(), "warn,sqlx::query=info".into()),
-    ];
-    let server = Server::start(&launch).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mark = server.stderr.lock().map(|v| v.len()).unwrap_or(0);
-    let gql = server.client(1)?;
-    gql.run(DASHBOARD, json!({})).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let count = server
-        .stderr
-        .lock()
-        .map(|v| {
-            v[mark..]
-                .iter()
-                .filter(|l| l.contains("sqlx::query"))
-                .filter(|l| {
-                    ["stock_levels", "products", "stores"]
-                        .iter()
-                        .any(|t| l.contains(&format!("FROM \\\"{t}\\\"")))
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    server.stop().await;
-    Ok(count)
-}
-
-/// `relay-drain`: a backlog of unpublished events in the outbox, a fresh Redis, and the time
-/// until the stream holds them all, beside raw pipelined XADD of the same entries.
-pub async fn relay_drain(ctx: &Context) -> BenchResult<Vec<Row>> {
-    let name = "relay-drain";
-    if ctx.external.is_some() {
-        eprintln!("{name}: skipped (needs a server the bench starts)");
-        return Ok(Vec::new());
-    }
-    eprintln!("{name}: {} events, {} runs", ctx.events, ctx.runs);
-    let redis = RedisServer::start(&ctx.redis_binary).await?;
-    let mut conn = redis.connect().await?;
-    let events = Arc::new(baseline::make_events(ctx.events));
-    let mut server_rates = Vec::new();
-    let mut baseline_rates = Vec::new();
-    let n = ctx.events as f64;
-    for run in 1..=ctx.runs {
-        let db = ctx.db(&format!("drain-{run}"));
-        baseline::migrate(&ctx.binary, &db).await?;
-        let (path, ev) = (db.clone(), events.clone());
-        tokio::task::spawn_blocking(move || baseline::insert_backlog(&path, &ev))
-            .await
-            .map_err(|e| e.to_string())??;
-        let stream = format!("bench-drain-{run}");
-        let mut launch = Launch::new(&ctx.binary, &db);
-        launch.redis_url = Some(redis.url.clone());
-        launch.stream = Some(stream.clone());
-        let server = Server::start(&launch).await?;
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let elapsed = loop {
-            let len = redis_util::xlen(&mut conn, &stream).await?;
-            if len >= ctx.events as u64 {
-                break server.spawned_at.elapsed();
-            }
-            if Instant::now() > deadline {
-                server.stop().await;
-                return Err(format!(
-                    "relay drained only {len} of {} events in 180 s",
-                    ctx.events
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        server.stop().await;
-        let rate = n / elapsed.as_secs_f64();
-        eprintln!("  run {run} server   {rate:>10.0} events/s ({elapsed:.2?} from process start)");
-        server_rates.push(rate);
-        let raw_key = format!("bench-raw-{run}");
-        let took = redis_util::raw_xadd(&mut conn, &raw_key, &events, 1000, 1_000_000).await?;
-        let raw_len = redis_util::xlen(&mut conn, &raw_key).await?;
-        if raw_len != ctx.events as u64 {
-            return Err(format!("raw XADD stream holds {raw_len} entries"));
-        }
-        let raw_rate = n / took.as_secs_f64();
-        eprintln!("  run {run} baseline {raw_rate:>10.0} events/s ({took:.2?})");
-        baseline_rates.push(raw_rate);
-        redis_util::del(&mut conn, &stream).await?;
-        redis_util::del(&mut conn, &raw_key).await?;
-        let _ = std::fs::remove_file(&db);
-    }
-    Ok(vec![Row::throughput(
-        name,
-        "events/s",
-        server_rates,
-        baseline_rates,
-    )])
 }

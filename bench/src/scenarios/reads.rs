@@ -1,0 +1,111 @@
+//! `dashboard-reads`: a page of stock levels with products and stores, beside the same SQL and
+//! JSON done raw; and the SQL statements one request costs.
+
+use super::*;
+
+const DASHBOARD: &str = "query Dashboard { stockLevels(first: 100) { edges { node { quantity \
+    reserved available product { sku name } store { name } } } } }";
+
+/// `dashboard-reads`, plus the SQL statement count of one request.
+pub async fn dashboard(ctx: &Context) -> BenchResult<Vec<Row>> {
+    let name = "dashboard-reads";
+    eprintln!(
+        "{name}: {} clients, baseline {} thread(s), {} runs × {:?}",
+        ctx.read_clients, ctx.baseline_threads, ctx.runs, ctx.duration
+    );
+    let (server, _) = ctx
+        .server("dashboard-server", ctx.products, ctx.stores)
+        .await?;
+    ctx.seeded("dashboard-baseline", ctx.products, ctx.stores)
+        .await?;
+    let base_path = ctx.db("dashboard-baseline");
+    let gql = server.client(ctx.read_clients)?;
+    let sample = gql.run_raw(DASHBOARD, json!({})).await?;
+    if has_errors(&sample) {
+        return Err(format!(
+            "dashboard query failed: {}",
+            String::from_utf8_lossy(&sample)
+        ));
+    }
+    let base_len = baseline::dashboard_body_len(&base_path, 100)?;
+    eprintln!(
+        "  response bytes: server {} / baseline {base_len}",
+        sample.len()
+    );
+    let read = |duration: Duration| {
+        let gql = gql.clone();
+        load::run_async(ctx.read_clients, duration, move |_, _| {
+            let gql = gql.clone();
+            async move {
+                let body = gql.run_raw(DASHBOARD, json!({})).await?;
+                if has_errors(&body) {
+                    return Err(String::from_utf8_lossy(&body).into_owned());
+                }
+                Ok(())
+            }
+        })
+    };
+    read(Duration::from_millis(500)).await;
+    let mut server_runs = Vec::new();
+    let mut baseline_runs = Vec::new();
+    for run in 1..=ctx.runs {
+        let s = read(ctx.duration).await;
+        print_run("server", run, &s, "req/s");
+        server_runs.push(s);
+        let (path, threads, duration) = (base_path.clone(), ctx.baseline_threads, ctx.duration);
+        let b = tokio::task::spawn_blocking(move || {
+            baseline::dashboard_loop(&path, threads, 100, duration)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        print_run("baseline", run, &b, "req/s");
+        baseline_runs.push(b);
+    }
+    server.stop().await;
+    let mut rows = rows_of(name, "req/s", &server_runs, &baseline_runs, true);
+    if ctx.external.is_none() {
+        let count = sql_count(ctx, &ctx.db("dashboard-server")).await?;
+        eprintln!("  SQL statements for one dashboard request: {count}");
+        rows.push(Row::figure(
+            name,
+            "sql statements",
+            "per request",
+            count as f64,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Starts a server with SQL logging on `db`, sends one dashboard request, and counts the logged
+/// statements that read stock_levels, products or stores.
+async fn sql_count(ctx: &Context, db: &Path) -> BenchResult<usize> {
+    let mut launch = Launch::new(&ctx.binary, db);
+    launch.capture_stderr = true;
+    launch.env = vec![
+        ("STOCKROOM_LOG_SQL".into(), "true".into()),
+        ("RUST_LOG".into(), "warn,sqlx::query=info".into()),
+    ];
+    let server = Server::start(&launch).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mark = server.stderr.lock().map(|v| v.len()).unwrap_or(0);
+    let gql = server.client(1)?;
+    gql.run(DASHBOARD, json!({})).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let count = server
+        .stderr
+        .lock()
+        .map(|v| {
+            v[mark..]
+                .iter()
+                .filter(|l| l.contains("sqlx::query"))
+                .filter(|l| {
+                    ["stock_levels", "products", "stores"]
+                        .iter()
+                        .any(|t| l.contains(&format!("FROM \\\"{t}\\\"")))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    server.stop().await;
+    Ok(count)
+}
