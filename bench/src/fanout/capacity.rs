@@ -22,21 +22,31 @@ fn held(run: &FanoutRun, rate: u64) -> bool {
         && run.p99_us <= P99_LIMIT_US
 }
 
+/// The scenario's settings at `rate`.
+fn at_rate(ctx: &Context, rate: u64) -> Context {
+    Context {
+        rate,
+        ..ctx.clone()
+    }
+}
+
+/// Prints a step of `side` and says whether it held.
+fn held_at(side: &str, run: usize, rate: u64, step: &FanoutRun) -> bool {
+    print_run(&format!("{side} {rate}/s"), run, step);
+    held(step, rate)
+}
+
 /// `fanout-capacity`: each run searches the server's capacity, then the broadcaster's.
 pub async fn capacity(ctx: &Context) -> BenchResult<Vec<Row>> {
     const NAME: &str = "fanout-capacity";
-    let n = ctx.subscribers;
     eprintln!(
-        "{NAME}: {n} subscribers, p99 ≤ {} ms, steps of {:?}, {} runs",
+        "{NAME}: {} subscribers, p99 ≤ {} ms, steps of {:?}, {} runs",
+        ctx.subscribers,
         P99_LIMIT_US / 1000.0,
         ctx.duration,
         ctx.runs
     );
-    check_open_files(n)?;
-    let one_address = [("STOCKROOM_MAX_CONNECTIONS_PER_ADDRESS", "0")];
-    let (server, skus) = ctx
-        .server_with("fanout-capacity-server", WRITERS, 1, &one_address)
-        .await?;
+    let (server, skus) = fanout_server(ctx, "fanout-capacity-server", WRITERS).await?;
     let outcome = search_both(ctx, &server, &skus).await;
     server.stop().await;
     let (servers, baselines) = outcome?;
@@ -55,22 +65,15 @@ async fn search_both(
     skus: &[Sku],
 ) -> BenchResult<(Vec<f64>, Vec<f64>)> {
     let gql = server.client(WRITERS)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = http_client()?;
     write(&gql, skus, 100, Duration::from_millis(300)).await;
     let (mut servers, mut baselines) = (Vec::new(), Vec::new());
     for run in 1..=ctx.runs {
         let mut found = 0;
         for rate in STEPS {
-            let at = Context {
-                rate,
-                ..ctx.clone()
-            };
+            let at = at_rate(ctx, rate);
             let step = server_run(&at, server, &gql, &http, skus).await?;
-            print_run(&format!("server {rate}/s"), run, &step);
-            if !held(&step, rate) {
+            if !held_at("server", run, rate, &step) {
                 break;
             }
             found = rate;
@@ -79,13 +82,8 @@ async fn search_both(
         servers.push(found as f64);
         let mut found = 0;
         for rate in STEPS {
-            let at = Context {
-                rate,
-                ..ctx.clone()
-            };
-            let step = baseline_run(&at, rate as f64).await?;
-            print_run(&format!("baseline {rate}/s"), run, &step);
-            if !held(&step, rate) {
+            let step = baseline_run(&at_rate(ctx, rate), rate as f64).await?;
+            if !held_at("baseline", run, rate, &step) {
                 break;
             }
             found = rate;

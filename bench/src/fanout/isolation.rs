@@ -17,11 +17,7 @@ pub async fn isolation(ctx: &Context) -> BenchResult<Vec<Row>> {
         "{NAME}: hot-reserve, {} clients, with and without {n} subscriptions elsewhere, {} runs × {:?}",
         ctx.clients, ctx.runs, ctx.duration
     );
-    check_open_files(n)?;
-    let one_address = [("STOCKROOM_MAX_CONNECTIONS_PER_ADDRESS", "0")];
-    let (server, skus) = ctx
-        .server_with("fanout-isolation-server", 1, 1, &one_address)
-        .await?;
+    let (server, skus) = fanout_server(ctx, "fanout-isolation-server", 1).await?;
     let outcome = measure_both(ctx, &server, skus).await;
     server.stop().await;
     let (watched, quiet) = outcome?;
@@ -41,10 +37,7 @@ async fn measure_both(
 ) -> BenchResult<(Vec<f64>, Vec<f64>)> {
     let skus = Arc::new(skus);
     let gql = server.client(ctx.clients)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = http_client()?;
     reserve_run(&gql, &skus, ctx.clients, true, Duration::from_millis(500)).await;
     let ws_url = format!("{}/graphql/ws", server.base.replacen("http://", "ws://", 1));
     let (mut watched, mut quiet) = (Vec::new(), Vec::new());

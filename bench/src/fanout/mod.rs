@@ -221,15 +221,31 @@ pub async fn fanout(ctx: &Context) -> BenchResult<Vec<Row>> {
         "{NAME}: {n} subscribers, {} events/s, {WRITERS} writers, {} runs × {:?}",
         ctx.rate, ctx.runs, ctx.duration
     );
-    check_open_files(n)?;
-    // Every subscriber connects from 127.0.0.1, as through a reverse proxy.
-    let one_address = [("STOCKROOM_MAX_CONNECTIONS_PER_ADDRESS", "0")];
-    let (server, skus) = ctx
-        .server_with("fanout-server", WRITERS, 1, &one_address)
-        .await?;
+    let (server, skus) = fanout_server(ctx, "fanout-server", WRITERS).await?;
     let outcome = measure(ctx, &server, &skus).await;
     server.stop().await;
     Ok(rows(&outcome?))
+}
+
+/// A server for `--subscribers` WebSocket clients on `levels` stock levels (one store), after
+/// checking the open-files limit. Every subscriber connects from 127.0.0.1, as through a reverse
+/// proxy, so the per-address connection cap is off.
+async fn fanout_server(
+    ctx: &Context,
+    name: &str,
+    levels: usize,
+) -> BenchResult<(Server, Vec<Sku>)> {
+    check_open_files(ctx.subscribers)?;
+    let one_address = [("STOCKROOM_MAX_CONNECTIONS_PER_ADDRESS", "0")];
+    ctx.server_with(name, levels, 1, &one_address).await
+}
+
+/// An HTTP client for `/metrics` and the like.
+fn http_client() -> BenchResult<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Every run of both sides.
@@ -260,10 +276,7 @@ const KEPT_UP: f64 = 0.9;
 
 async fn measure(ctx: &Context, server: &Server, skus: &[Sku]) -> BenchResult<Runs> {
     let gql = server.client(WRITERS)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = http_client()?;
     // Warm-up: the writers' connections and the server's statement cache.
     write(&gql, skus, 100, Duration::from_millis(300)).await;
     let mut runs = Runs::default();

@@ -143,23 +143,32 @@ impl Worker {
     }
 }
 
+/// A statement on the lease row, written with PostgreSQL's `$n` placeholders (SQLite gets
+/// `?n`, which it reads the same way).
+fn on_lease(
+    conn: &impl ConnectionTrait,
+    sql: &str,
+    values: impl IntoIterator<Item = sea_orm::Value>,
+) -> Statement {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        sea_orm::DatabaseBackend::Postgres => sql.to_owned(),
+        _ => sql.replace('$', "?"),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// The lease row's term, locked against a takeover until the transaction ends (PostgreSQL;
 /// SQLite's write transaction already excludes one). A positioning that does not find its term
 /// here must not commit.
 pub(super) async fn holds_term(conn: &impl ConnectionTrait, term: i64) -> Result<bool, DbErr> {
-    let backend = conn.get_database_backend();
-    let sql = match backend {
-        sea_orm::DatabaseBackend::Postgres => {
-            "SELECT term FROM relay_leases WHERE name = $1 FOR SHARE"
-        }
-        _ => "SELECT term FROM relay_leases WHERE name = ?",
+    let lock = match conn.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => " FOR SHARE",
+        _ => "",
     };
+    let sql = format!("SELECT term FROM relay_leases WHERE name = $1{lock}");
     let row = conn
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [LEASE_NAME.into()],
-        ))
+        .query_one_raw(on_lease(conn, &sql, [LEASE_NAME.into()]))
         .await?;
     Ok(match row {
         Some(row) => row.try_get::<i64>("", "term")? == term,
@@ -169,38 +178,17 @@ pub(super) async fn holds_term(conn: &impl ConnectionTrait, term: i64) -> Result
 
 /// Moves the lease row from `term` to `to`; false when `term` had already ended.
 async fn move_term(conn: &impl ConnectionTrait, term: i64, to: i64) -> Result<bool, DbErr> {
-    let backend = conn.get_database_backend();
-    let sql = match backend {
-        sea_orm::DatabaseBackend::Postgres => {
-            "UPDATE relay_leases SET term = $1 WHERE name = $2 AND term = $3"
-        }
-        _ => "UPDATE relay_leases SET term = ? WHERE name = ? AND term = ?",
-    };
-    let moved = conn
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [to.into(), LEASE_NAME.into(), term.into()],
-        ))
-        .await?;
+    let sql = "UPDATE relay_leases SET term = $1 WHERE name = $2 AND term = $3";
+    let values = [to.into(), LEASE_NAME.into(), term.into()];
+    let moved = conn.execute_raw(on_lease(conn, sql, values)).await?;
     Ok(moved.rows_affected() == 1)
 }
 
 /// Rewrites the lease row as it is: a real write (a new row version, pages to journal) that
 /// changes nothing, to find out whether writes reach storage again.
 pub(super) async fn touch(conn: &impl ConnectionTrait) -> Result<(), DbErr> {
-    let backend = conn.get_database_backend();
-    let sql = match backend {
-        sea_orm::DatabaseBackend::Postgres => {
-            "UPDATE relay_leases SET expires_at = expires_at WHERE name = $1"
-        }
-        _ => "UPDATE relay_leases SET expires_at = expires_at WHERE name = ?",
-    };
-    conn.execute_raw(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [LEASE_NAME.into()],
-    ))
-    .await?;
+    let sql = "UPDATE relay_leases SET expires_at = expires_at WHERE name = $1";
+    conn.execute_raw(on_lease(conn, sql, [LEASE_NAME.into()]))
+        .await?;
     Ok(())
 }
