@@ -164,7 +164,7 @@ async fn execute(
     let response = async_graphql::Executor::execute(&state.schema, request).await;
     // Only a document that validated names an operation it holds.
     let operation = if crate::graphql::gateway::validated(&response) {
-        metric_label(name.as_deref())
+        state.operation_labels.label(name.as_deref())
     } else {
         "invalid".to_owned()
     };
@@ -179,23 +179,30 @@ async fn execute(
 /// Most distinct operation names kept as metric labels; later ones count as `other`.
 const MAX_OPERATION_LABELS: usize = 200;
 
-/// The operation name as a metric label: a valid GraphQL name among the first
-/// `MAX_OPERATION_LABELS` seen, else `anonymous` or `other`, so clients cannot blow up the
-/// number of series.
-fn metric_label(name: Option<&str>) -> String {
-    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
-        std::sync::Mutex::new(None);
-    let Some(name) = name.filter(|n| {
-        !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    }) else {
-        return "anonymous".to_owned();
-    };
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    let seen = seen.get_or_insert_with(Default::default);
-    if seen.contains(name) || (seen.len() < MAX_OPERATION_LABELS && seen.insert(name.to_owned())) {
-        name.to_owned()
-    } else {
-        "other".to_owned()
+/// The operation names used as metric labels so far (one set per router).
+#[derive(Clone, Default)]
+pub struct OperationLabels(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl OperationLabels {
+    /// The operation name as a metric label: a valid GraphQL name among the first
+    /// `MAX_OPERATION_LABELS` seen, else `anonymous` or `other`, so clients cannot blow up the
+    /// number of series.
+    pub fn label(&self, name: Option<&str>) -> String {
+        let Some(name) = name.filter(|n| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) else {
+            return "anonymous".to_owned();
+        };
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(name)
+            || (seen.len() < MAX_OPERATION_LABELS && seen.insert(name.to_owned()))
+        {
+            name.to_owned()
+        } else {
+            "other".to_owned()
+        }
     }
 }
 

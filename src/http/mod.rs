@@ -102,6 +102,8 @@ pub struct HttpState {
     pub metrics_key: Option<std::sync::Arc<str>>,
     /// Largest serialized GraphQL response, in bytes.
     pub max_response_bytes: usize,
+    /// Operation names seen as metric labels (capped).
+    pub operation_labels: graphql::OperationLabels,
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -148,6 +150,7 @@ pub fn router(
         allowed_origins: std::sync::Arc::new(limits.cors_origins.clone()),
         metrics_key: limits.metrics_key.as_deref().map(std::sync::Arc::from),
         max_response_bytes: limits.max_response_bytes,
+        operation_labels: Default::default(),
     };
     Router::new()
         .route(
