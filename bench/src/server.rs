@@ -135,10 +135,8 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let base = tokio::time::timeout(Duration::from_secs(30), async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(at) = line.find("listening on http://") {
-                    let rest = &line[at + "listening on ".len()..];
-                    let url = rest.split_whitespace().next().unwrap_or(rest);
-                    return Some(url.trim_end_matches('/').to_owned());
+                if let Some(url) = stockroom_harness::listening_url(&line) {
+                    return Some(url);
                 }
             }
             None

@@ -25,10 +25,7 @@ struct Pair {
 
 impl Pair {
     fn start(redis: &RedisServer, url: &str, extra: &[(&str, &str)]) -> Pair {
-        let options = || Options {
-            database_url: Some(url.to_owned()),
-            ..with_redis(redis, extra)
-        };
+        let options = || Options::default().postgres(url).redis(redis).env(extra);
         Pair {
             servers: [Server::start_with(options()), Server::start_with(options())],
         }
@@ -292,10 +289,12 @@ async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_sqlite() {
     let redis = RedisServer::start();
     let mut first = Server::start_with(with_redis(&redis, &PAUSE_SETTINGS));
     let dir = first.take_dir();
-    let second = Server::start_with(Options {
-        database: Some(first.database.clone()),
-        ..with_redis(&redis, &PAUSE_SETTINGS)
-    });
+    let second = Server::start_with(
+        Options::default()
+            .sqlite_file(&first.database)
+            .redis(&redis)
+            .env(&PAUSE_SETTINGS),
+    );
     let pair = Pair {
         servers: [first, second],
     };

@@ -162,10 +162,7 @@ async fn the_shared_path_sends_exactly_what_async_graphql_sends() {
 #[tokio::test]
 async fn a_member_that_falls_behind_goes_on_by_itself_without_loss() {
     // A short ring: the slow member falls off it.
-    let server = Server::start_with(Options {
-        env: vec![("STOCKROOM_LIVE_RING".into(), "64".into())],
-        ..Default::default()
-    });
+    let server = Server::start_with(Options::default().env(&[("STOCKROOM_LIVE_RING", "64")]));
     let admin = server.admin();
     let p = seed(&admin, "s1", "BEHIND", 1_000_000).await;
     published(&admin).await;

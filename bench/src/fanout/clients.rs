@@ -34,18 +34,7 @@ where
 
 /// A WebSocket connection with Nagle off, offering `protocol` when given.
 pub(super) async fn connect(url: String, protocol: Option<&'static str>) -> BenchResult<Socket> {
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| format!("{url}: {e}"))?;
-    if let Some(protocol) = protocol {
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
-    }
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let (socket, _) = stockroom_harness::ws_connect(&url, protocol, None).await?;
     Ok(socket)
 }
 

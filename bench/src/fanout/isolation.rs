@@ -39,7 +39,7 @@ async fn measure_both(
     let gql = server.client(ctx.clients)?;
     let http = http_client()?;
     reserve_run(&gql, &skus, ctx.clients, true, Duration::from_millis(500)).await;
-    let ws_url = format!("{}/graphql/ws", server.base.replacen("http://", "ws://", 1));
+    let ws_url = stockroom_harness::ws_url(&server.base);
     let (mut watched, mut quiet) = (Vec::new(), Vec::new());
     for run in 1..=ctx.runs {
         let q = reserve_run(&gql, &skus, ctx.clients, true, ctx.duration).await;

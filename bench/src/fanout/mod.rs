@@ -96,7 +96,7 @@ const DRAIN_MAX: Duration = Duration::from_secs(120);
 /// Time allowed for all subscriptions to open (and, after a run, to close).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use stockroom_harness::Socket;
 
 /// The server's memory during one run, KiB.
 #[derive(Debug, Clone, Copy)]

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// The value of an unlabelled Prometheus sample `name` (0 when absent).
+/// The sum of the Prometheus samples of `name` (0 when absent).
 pub(super) async fn metric(
     http: &reqwest::Client,
     server: &Server,
@@ -22,14 +22,7 @@ pub(super) async fn metric(
         .text()
         .await
         .map_err(|e| format!("GET /metrics: {e}"))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            (key == name).then(|| value.parse().ok())?
-        })
-        .unwrap_or(0.0))
+    Ok(stockroom_harness::metric_sum(&text, name))
 }
 
 /// The feed's position once it has stopped moving (earlier writes, such as the warm-up, all

@@ -13,7 +13,7 @@ pub(super) async fn server_run(
     let n = ctx.subscribers;
     let open_before = metric(http, server, "stockroom_subscriptions_open").await?;
     let after = settled_position(http, server).await?;
-    let ws_url = format!("{}/graphql/ws", server.base.replacen("http://", "ws://", 1));
+    let ws_url = stockroom_harness::ws_url(&server.base);
     let sockets = open_all(n, |_| subscribe(ws_url.clone(), server.key.clone())).await?;
     let audience = Audience::listen(sockets, after);
     // The gauge counts subscriptions whose stream has started on the server.

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use redis_server::RedisServer;
+
 mod fixtures;
 mod outbox;
 pub mod postgres;
@@ -40,6 +42,37 @@ pub struct Options {
     pub unset: Vec<String>,
     /// Run the server with this open-files limit (soft and hard), through `prlimit`.
     pub open_files: Option<u64>,
+}
+
+impl Options {
+    /// Adds environment variables (settings) to the server's.
+    pub fn env(mut self, pairs: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// Publishes to `redis`, with short relay backoffs.
+    pub fn redis(self, redis: &RedisServer) -> Self {
+        let url = redis.url();
+        self.env(&[
+            ("REDIS_URL", url.as_str()),
+            ("STOCKROOM_RELAY_BACKOFF_BASE_MS", "20"),
+            ("STOCKROOM_RELAY_BACKOFF_CAP_MS", "300"),
+        ])
+    }
+
+    /// Runs on the database at `url` (PostgreSQL) instead of a SQLite file.
+    pub fn postgres(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_owned());
+        self
+    }
+
+    /// Runs on this SQLite file (restarts, several servers on one database).
+    pub fn sqlite_file(mut self, path: &std::path::Path) -> Self {
+        self.database = Some(path.to_owned());
+        self
+    }
 }
 
 /// A running server; killed when dropped.
@@ -190,8 +223,7 @@ fn wait_for_listening(child: &mut Child, log: &std::path::Path) -> (String, Vec<
         let mut banner = Vec::new();
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && let Some(at) = line.find("listening on http://") {
-                let url = line[at + "listening on ".len()..].trim().to_owned();
+            if !sent && let Some(url) = stockroom_harness::listening_url(&line) {
                 let _ = found.send((url, std::mem::take(&mut banner)));
                 sent = true;
             } else if !sent {
@@ -333,12 +365,5 @@ pub async fn metric(client: &Client, series: &str) -> f64 {
         .text()
         .await
         .unwrap_or_default();
-    let labelled = format!("{series}{{");
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            (key == series || key.starts_with(&labelled)).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
+    stockroom_harness::metric_sum(&text, series)
 }

@@ -46,22 +46,7 @@ pub async fn delivery_states(db: &impl sea_orm::ConnectionTrait, sql: &str) -> V
 
 /// Options for a server publishing to `redis`, with short relay backoffs and `extra` settings.
 pub fn with_redis(redis: &RedisServer, extra: &[(&str, &str)]) -> Options {
-    let mut env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        (
-            "STOCKROOM_RELAY_BACKOFF_BASE_MS".to_owned(),
-            "20".to_owned(),
-        ),
-        (
-            "STOCKROOM_RELAY_BACKOFF_CAP_MS".to_owned(),
-            "300".to_owned(),
-        ),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Options {
-        env,
-        ..Default::default()
-    }
+    Options::default().redis(redis).env(extra)
 }
 
 /// The stream holds exactly the log: IDs `1-0..N-0` in order, each event id once, matching the

@@ -32,8 +32,5 @@ pub async fn fresh_database() -> String {
 
 /// Options for a server on the database at `url`.
 pub fn on_postgres(url: String) -> Options {
-    Options {
-        database_url: Some(url),
-        ..Default::default()
-    }
+    Options::default().postgres(&url)
 }

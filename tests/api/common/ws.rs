@@ -6,11 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The modern protocol.
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -42,7 +38,7 @@ pub enum Item {
 
 /// A GraphQL WebSocket connection.
 pub struct WsClient {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: stockroom_harness::Socket,
     protocol: &'static str,
     queues: HashMap<String, VecDeque<Item>>,
     /// The raw text of each `next` (or legacy `data`) payload, per subscription id.
@@ -54,10 +50,7 @@ pub struct WsClient {
     closed: Option<Closed>,
 }
 
-/// `ws://…/graphql/ws` for a server's `http://…` base URL.
-pub fn ws_url(base: &str) -> String {
-    format!("{}/graphql/ws", base.replacen("http://", "ws://", 1))
-}
+pub use stockroom_harness::ws_url;
 
 impl WsClient {
     /// Opens a connection asking for `protocol`; no `connection_init` yet.
@@ -81,35 +74,12 @@ impl WsClient {
         protocol: &'static str,
         receive_buffer: Option<u32>,
     ) -> WsClient {
-        let mut request = ws_url(base).into_client_request().expect("ws request");
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
-        let (socket, response) = match receive_buffer {
-            None => tokio_tungstenite::connect_async(request)
+        let (socket, chosen) =
+            stockroom_harness::ws_connect(&ws_url(base), Some(protocol), receive_buffer)
                 .await
-                .expect("WebSocket upgrade"),
-            Some(bytes) => {
-                let host = base.trim_start_matches("http://");
-                let address = tokio::net::lookup_host(host)
-                    .await
-                    .expect("address")
-                    .next()
-                    .expect("an address");
-                let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
-                tcp.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
-                let stream = tcp.connect(address).await.expect("connect");
-                tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
-                    .await
-                    .expect("WebSocket upgrade")
-            }
-        };
-        let chosen = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok());
+                .expect("WebSocket upgrade");
         assert_eq!(
-            chosen,
+            chosen.as_deref(),
             Some(protocol),
             "the server picks the asked protocol"
         );

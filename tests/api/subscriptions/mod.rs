@@ -30,13 +30,7 @@ static UPDATES: std::sync::LazyLock<Value> =
     std::sync::LazyLock::new(|| json!({ "filter": { "types": ["stock.updated"] } }));
 
 fn env(pairs: &[(&str, &str)]) -> Options {
-    Options {
-        env: pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    }
+    Options::default().env(pairs)
 }
 
 /// Waits until the server holds `count` open subscriptions, so that "live from now" starts
