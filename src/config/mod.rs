@@ -159,7 +159,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "STOCKROOM_LIVE_RING",
-        default_value_t = 8192,
+        default_value_t = 1024,
         global = true
     )]
     pub live_ring: usize,
