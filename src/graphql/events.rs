@@ -185,11 +185,6 @@ impl SubscriptionSlots {
         }
     }
 
-    /// Subscriptions open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
     fn acquire(&self) -> Result<Slot, AppError> {
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

@@ -274,8 +274,8 @@ async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_postgres() {
     let pair = Pair::start(&redis, &url, &PAUSE_SETTINGS);
     // The session ends after the lease, and with it any transaction the frozen holder left open.
     let bound = Duration::from_millis(LEASE_MS * 2 + 500);
+    // `freeze_the_holder` fails unless the other instance took over within `bound` each time.
     let pauses = freeze_the_holder(&pair, &redis, 8, Some(bound)).await;
-    assert!(pauses.takeovers.iter().all(Option::is_some));
     assert!(
         pauses.fenced >= 1.0,
         "a resumed holder found its term ended at least once"

@@ -135,10 +135,9 @@ impl Worker {
     }
 
     fn set_active(&self, term: Option<i64>) {
-        self.term.store(term.unwrap_or(0), Ordering::Release);
-        let active = term.is_some();
-        if self.active.swap(active, Ordering::AcqRel) != active {
-            metrics::gauge!("stockroom_relay_active").set(if active { 1.0 } else { 0.0 });
+        let before = self.term.swap(term.unwrap_or(0), Ordering::AcqRel);
+        if (before != 0) != term.is_some() {
+            metrics::gauge!("stockroom_relay_active").set(if term.is_some() { 1.0 } else { 0.0 });
         }
     }
 }

@@ -62,13 +62,14 @@ pub struct RelayConfig {
 pub struct RelayHandle {
     redriven: Arc<std::sync::atomic::AtomicBool>,
     conflict: Arc<std::sync::Mutex<Option<String>>>,
-    active: Arc<std::sync::atomic::AtomicBool>,
+    /// The term this process relays in (0: it stands by).
+    term: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl RelayHandle {
     /// True while this process runs the relay (the others stand by).
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Acquire)
+        self.term.load(Ordering::Acquire) != 0
     }
 
     /// Why this process's relay stopped publishing, when the stream holds another history.
@@ -92,10 +93,8 @@ const SHUTDOWN_BATCHES: usize = 8;
 struct Worker {
     /// How this process takes part in leadership.
     leadership: Leadership,
-    /// The term this process last knew it relays in (0: none).
-    term: std::sync::atomic::AtomicI64,
-    /// Whether this process relays (`RelayHandle::is_active`).
-    active: Arc<std::sync::atomic::AtomicBool>,
+    /// The term this process last knew it relays in (0: none); shared with `RelayHandle`.
+    term: Arc<std::sync::atomic::AtomicI64>,
     /// Whether positioned but unpublished events may be waiting: at start (another process or
     /// a crash may have left some), after a failed round, after a round that stopped with
     /// positioned batches in hand, or while the lease was elsewhere. While false, a round skips
@@ -144,8 +143,7 @@ pub fn spawn(
     metrics::gauge!("stockroom_relay_active").set(0.0);
     let worker = Worker {
         leadership,
-        term: std::sync::atomic::AtomicI64::new(0),
-        active: handle.active.clone(),
+        term: handle.term.clone(),
         leftovers: std::sync::atomic::AtomicBool::new(true),
         leftovers_seen: std::sync::Mutex::new(std::time::Instant::now()),
         db,

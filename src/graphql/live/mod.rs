@@ -203,16 +203,6 @@ impl Live {
             _ => Started::Responses(alone(gateway, operation.request(), session)),
         }
     }
-
-    /// Subscribers in cohorts now, and cohorts.
-    pub fn shared(&self) -> (usize, usize) {
-        let registry = self
-            .inner
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        (registry.members, registry.cohorts.len())
-    }
 }
 
 /// Runs an operation by itself; its responses, serialized.

@@ -37,9 +37,8 @@ enum ClientMessage {
         payload: Option<Value>,
     },
     Pong {
-        #[serde(default)]
-        #[allow(dead_code)]
-        payload: Option<Value>,
+        #[serde(default, rename = "payload")]
+        _payload: Option<Value>,
     },
     Subscribe {
         id: String,
@@ -85,7 +84,8 @@ impl SubscribePayload {
 
 /// What an operation's stream yields.
 enum Outgoing {
-    Next(Bytes),
+    /// A `next` message, framed.
+    Next(Message),
     Complete,
 }
 
@@ -207,13 +207,16 @@ fn text(message: String) -> Message {
     Message::Text(Utf8Bytes::from(message))
 }
 
-/// `{"type":"next","id":…,"payload":…}` around payload bytes rendered once for everyone.
-fn next_frame(id: &str, payload: &Bytes) -> Message {
+/// The start of every `next` message of operation `id`: `{"type":"next","id":…,"payload":`.
+fn next_prefix(id: &str) -> Vec<u8> {
     let id = serde_json::to_string(id).unwrap_or_default();
-    let mut frame = Vec::with_capacity(payload.len() + id.len() + 32);
-    frame.extend_from_slice(br#"{"type":"next","id":"#);
-    frame.extend_from_slice(id.as_bytes());
-    frame.extend_from_slice(br#","payload":"#);
+    format!(r#"{{"type":"next","id":{id},"payload":"#).into_bytes()
+}
+
+/// A `next` message: `prefix`, the payload bytes rendered once for everyone, and `}`.
+fn next_frame(prefix: &[u8], payload: &Bytes) -> Message {
+    let mut frame = Vec::with_capacity(prefix.len() + payload.len() + 1);
+    frame.extend_from_slice(prefix);
     frame.extend_from_slice(payload);
     frame.push(b'}');
     match Utf8Bytes::try_from(Bytes::from(frame)) {
@@ -317,8 +320,9 @@ impl Connection {
             }
             Started::Responses(responses) => {
                 metrics::gauge!("stockroom_subscriptions_open").increment(1.0);
+                let prefix = next_prefix(&id);
                 let items = responses
-                    .map(Outgoing::Next)
+                    .map(move |payload| Outgoing::Next(next_frame(&prefix, &payload)))
                     .chain(futures_util::stream::once(async { Outgoing::Complete }));
                 self.running.insert(id, items.boxed());
                 Vec::new()
@@ -329,7 +333,7 @@ impl Connection {
     /// A response (or the end) of a running operation.
     fn forward(&mut self, id: String, item: Outgoing) -> Vec<Message> {
         match item {
-            Outgoing::Next(payload) => vec![next_frame(&id, &payload)],
+            Outgoing::Next(frame) => vec![frame],
             Outgoing::Complete => {
                 self.running.remove(&id);
                 self.in_use.remove(&id);
