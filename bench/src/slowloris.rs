@@ -18,18 +18,6 @@ const SLOW_CONNECTIONS: usize = 1_100;
 /// The server's open-files limit.
 const OPEN_FILES: u64 = 1_024;
 
-/// Opens a connection from 127.0.0.2 and sends half a request head.
-async fn slow_connection(server: SocketAddr) -> Option<TcpStream> {
-    let socket = TcpSocket::new_v4().ok()?;
-    socket.bind("127.0.0.2:0".parse().ok()?).ok()?;
-    let mut stream = socket.connect(server).await.ok()?;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .ok()?;
-    Some(stream)
-}
-
 /// Sequential requests on fresh connections for `duration`: (p50, p99) in µs and failures.
 async fn client_latency(
     base: &str,
@@ -99,7 +87,7 @@ pub async fn slowloris(ctx: &Context) -> BenchResult<Vec<Row>> {
         p99_alone.push(p99);
         let mut slow = Vec::with_capacity(SLOW_CONNECTIONS);
         for _ in 0..SLOW_CONNECTIONS {
-            if let Some(stream) = slow_connection(address).await {
+            if let Some(stream) = stockroom_harness::slow_connection(address).await {
                 slow.push(stream);
             }
         }

@@ -1,6 +1,6 @@
 //! What the integration tests (`tests/api`) and the load generator (`bench`) share to drive a
-//! `stockroom` server from outside: finding the address it prints, reading `/metrics`, and
-//! opening a GraphQL WebSocket. Dev-only: the service does not depend on it.
+//! `stockroom` server from outside: finding the address it prints, reading `/metrics`, opening
+//! a GraphQL WebSocket, and holding a slow connection. Dev-only: the service does not depend on it.
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -29,6 +29,20 @@ pub fn metric_sum(text: &str, series: &str) -> f64 {
             (key == series || key.starts_with(&labelled)).then(|| value.parse::<f64>().ok())?
         })
         .sum()
+}
+
+/// A connection from 127.0.0.2 (a slow client's own address) that starts a request head and
+/// never finishes it; `None` when it cannot be opened.
+pub async fn slow_connection(server: std::net::SocketAddr) -> Option<TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind("127.0.0.2:0".parse().ok()?).ok()?;
+    let mut stream = socket.connect(server).await.ok()?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .ok()?;
+    Some(stream)
 }
 
 /// `ws://…/graphql/ws` for a server's `http://…` base URL.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// Raises this test process's own open-files limit (with the service's own function): it
 /// holds more sockets than 1,024.
@@ -18,19 +18,6 @@ fn raise_own_open_files_limit() {
         limit >= 2_500,
         "the test needs 2,500 open files, has {limit}"
     );
-}
-
-/// A connection from 127.0.0.2 (the attacker's own address) that starts a request head and
-/// never finishes it.
-async fn slow_connection(server: SocketAddr) -> Option<TcpStream> {
-    let socket = TcpSocket::new_v4().ok()?;
-    socket.bind("127.0.0.2:0".parse().ok()?).ok()?;
-    let mut stream = socket.connect(server).await.ok()?;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .ok()?;
-    Some(stream)
 }
 
 /// What the server did with a slow connection within `within`: `Some(bytes it sent)` once it
@@ -72,7 +59,7 @@ async fn slow_clients_beyond_the_open_files_limit_cannot_starve_others() {
     let attack_started = Instant::now();
     let mut slow = Vec::new();
     for _ in 0..1_100 {
-        if let Some(stream) = slow_connection(address).await {
+        if let Some(stream) = stockroom_harness::slow_connection(address).await {
             slow.push(stream);
         }
     }
