@@ -222,18 +222,13 @@ async fn create_batch(
 
 /// Plan for moving `units` from available to reserved.
 fn hold(units: i32) -> impl Fn(&stock_level::Model) -> AppResult<Delta> {
-    move |level| {
-        if level.available() < units {
-            return Err(AppError::InsufficientStock {
-                requested: units,
-                available: level.available(),
-            });
-        }
-        Ok(Delta {
+    stock::needs_available(
+        units,
+        Delta {
             quantity: 0,
             reserved: units,
-        })
-    }
+        },
+    )
 }
 
 /// Records `reservation.failed` for the first line of `input` that cannot be served, in its own

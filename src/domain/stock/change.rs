@@ -89,6 +89,20 @@ pub(super) fn checked(field: &str, value: i32, delta: i32) -> AppResult<i32> {
 
 /// Plan for removing `units` from available stock.
 pub fn take_available(units: i32) -> impl Fn(&stock_level::Model) -> AppResult<Delta> {
+    needs_available(
+        units,
+        Delta {
+            quantity: -units,
+            reserved: 0,
+        },
+    )
+}
+
+/// Plan for `delta`, refused with `INSUFFICIENT_STOCK` unless `units` are available.
+pub fn needs_available(
+    units: i32,
+    delta: Delta,
+) -> impl Fn(&stock_level::Model) -> AppResult<Delta> {
     move |level| {
         if level.available() < units {
             return Err(AppError::InsufficientStock {
@@ -96,9 +110,6 @@ pub fn take_available(units: i32) -> impl Fn(&stock_level::Model) -> AppResult<D
                 available: level.available(),
             });
         }
-        Ok(Delta {
-            quantity: -units,
-            reserved: 0,
-        })
+        Ok(delta)
     }
 }

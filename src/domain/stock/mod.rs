@@ -12,7 +12,7 @@
 mod change;
 mod commands;
 
-pub use change::{Change, Delta, change_level, take_available};
+pub use change::{Change, Delta, change_level, needs_available, take_available};
 pub use commands::{adjust, initialize, set, transfer};
 
 use sea_orm::sea_query::{Expr, ExprTrait};
