@@ -14,6 +14,8 @@
   const MAX_PAGES = 50;
   const OUTBOX_POLL_MS = 3000;
   const PING_MS = 20000;
+  /** How long a snapshot waits for the subscriptions to be live before it is read anyway. */
+  const BARRIER_TIMEOUT_MS = 3000;
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 5000;
 
@@ -42,6 +44,7 @@
     socket: null,
     handlers: new Map(), // subscription id -> { next, error }
     nextId: 1,
+    barriers: new Map(), // ping payload token -> resolve, see subscriptionsLive()
     attempt: 0,
     retryTimer: null,
     pingTimer: null,
@@ -197,8 +200,9 @@
       $('event-feed').replaceChildren();
     }
     if (changed && resubscribe) {
-      subscribeAll();
-      loadStock().catch((error) => showMessage(describeFailure(error)));
+      subscribeAll()
+        .then(loadStock)
+        .catch((error) => showMessage(describeFailure(error)));
     }
   }
 
@@ -399,9 +403,33 @@
     state.handlers.clear();
   }
 
+  /**
+   * Resolves once the server runs every subscription sent so far: it answers a ping only after
+   * the operations subscribed before it have started, so a snapshot read after this misses no
+   * change. Gives up waiting (and resolves) after a few seconds or when the socket closes.
+   */
+  function subscriptionsLive() {
+    return new Promise((resolve) => {
+      const token = `live-${state.nextId++}`;
+      const done = () => {
+        clearTimeout(timer);
+        state.barriers.delete(token);
+        resolve();
+      };
+      const timer = setTimeout(done, BARRIER_TIMEOUT_MS);
+      state.barriers.set(token, done);
+      send({ type: 'ping', payload: { barrier: token } });
+    });
+  }
+
+  function releaseBarriers() {
+    for (const done of [...state.barriers.values()]) done();
+  }
+
+  /** Subscribes to the selected store's changes; resolves once they are live. */
   function subscribeAll() {
     unsubscribeAll();
-    if (!state.storeId || !state.socket || state.socket.readyState !== WebSocket.OPEN) return;
+    if (!state.storeId || !state.socket || state.socket.readyState !== WebSocket.OPEN) return Promise.resolve();
     const storeId = state.storeId;
     const onError = (errors) => showMessage(`Subscription error: ${(errors && errors[0] && errors[0].message) || 'unknown'}`);
     subscribe(STOCK_SUBSCRIPTION, { storeId }, {
@@ -419,6 +447,7 @@
       },
       error: onError,
     });
+    return subscriptionsLive();
   }
 
   function connect() {
@@ -460,6 +489,11 @@
         case 'ping':
           send({ type: 'pong' });
           break;
+        case 'pong': {
+          const done = message.payload && state.barriers.get(message.payload.barrier);
+          if (done) done();
+          break;
+        }
         case 'next':
           if (handler) handler.next(message.payload);
           break;
@@ -478,6 +512,7 @@
       if (state.socket !== socket) return;
       state.socket = null;
       state.handlers.clear();
+      releaseBarriers();
       clearInterval(state.pingTimer);
       if (event.code === 4403 || event.code === 4401 || (!acknowledged && event.reason && /key|auth/i.test(event.reason))) {
         setConnection('unauthorized');
@@ -507,7 +542,7 @@
   async function onConnected() {
     try {
       await loadStores();
-      subscribeAll();
+      await subscribeAll();
       await loadStock();
       showMessage('');
     } catch (error) {
@@ -520,6 +555,7 @@
     const socket = state.socket;
     state.socket = null;
     state.handlers.clear();
+    releaseBarriers();
     clearInterval(state.pingTimer);
     if (socket) socket.close(1000, 'reconnecting');
     state.attempt = 0;

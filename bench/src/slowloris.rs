@@ -6,9 +6,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
-
 use crate::report::Row;
 use crate::scenarios::Context;
 use crate::server::{BenchResult, Launch, Server};

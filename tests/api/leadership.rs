@@ -299,8 +299,9 @@ async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_sqlite() {
         servers: [first, second],
     };
     // A holder frozen inside an SQLite write transaction holds the database's write lock: nobody
-    // writes, the lease included, until it resumes. Takeover is not bounded; the stream is.
-    let pauses = freeze_the_holder(&pair, &redis, 5, None).await;
+    // writes, the lease included, until it resumes. Takeover is not bounded (eight pauses make
+    // it near certain that one falls outside a write); the stream is.
+    let pauses = freeze_the_holder(&pair, &redis, 8, None).await;
     assert!(
         pauses.takeovers.iter().any(Option::is_some),
         "the lease passed to the other instance at least once"

@@ -6,7 +6,7 @@
 //! `complete`). Live subscriptions go through the shared engine (`graphql::live`); this module
 //! only frames their bytes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::Duration;
 
 use async_graphql::{Request, ServerError, Variables};
@@ -102,6 +102,13 @@ struct Connection {
     cancelled: HashSet<String>,
     running: StreamMap<String, BoxStream<'static, Outgoing>>,
     max_operations: usize,
+    /// Sequence number of the next `subscribe` to start.
+    next_start: u64,
+    /// Sequence numbers of the operations still starting.
+    starting: BTreeSet<u64>,
+    /// Pongs held until every operation subscribed before their ping has started, each with
+    /// the sequence number of the first `subscribe` after its ping.
+    owed_pongs: VecDeque<(u64, Message)>,
 }
 
 /// Serves one `graphql-transport-ws` connection until either side ends it.
@@ -118,6 +125,9 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState) {
         cancelled: HashSet::new(),
         running: StreamMap::new(),
         max_operations: limits.max_subscriptions,
+        next_start: 0,
+        starting: BTreeSet::new(),
+        owed_pongs: VecDeque::new(),
     };
     let mut starting = FuturesUnordered::new();
     let init_deadline = tokio::time::sleep(limits.init_timeout);
@@ -136,8 +146,8 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState) {
             _ = keepalive.tick(), if limits.keepalive.is_some() && connection.principal.is_some() => {
                 vec![text(r#"{"type":"ping"}"#.to_owned())]
             }
-            Some((id, started)) = starting.next(), if !starting.is_empty() => {
-                connection.started(id, started)
+            Some((sequence, id, started)) = starting.next(), if !starting.is_empty() => {
+                connection.started(sequence, id, started)
             }
             Some((id, item)) = connection.running.next(), if !connection.running.is_empty() => {
                 connection.forward(id, item)
@@ -233,7 +243,7 @@ fn complete_frame(id: &str) -> Message {
     text(json!({ "type": "complete", "id": id }).to_string())
 }
 
-type Starting = FuturesUnordered<futures_util::future::BoxFuture<'static, (String, Started)>>;
+type Starting = FuturesUnordered<futures_util::future::BoxFuture<'static, (u64, String, Started)>>;
 
 impl Connection {
     /// Handles one client message: the replies, or the close frame that ends the connection.
@@ -264,7 +274,15 @@ impl Connection {
                     Some(payload) => json!({ "type": "pong", "payload": payload }),
                     None => json!({ "type": "pong" }),
                 };
-                Ok(vec![text(pong.to_string())])
+                let pong = text(pong.to_string());
+                // Messages take effect in order: the pong waits for the operations subscribed
+                // before the ping, so a client that subscribes, pings and then reads a snapshot
+                // misses no event between the two.
+                if self.starting.is_empty() {
+                    return Ok(vec![pong]);
+                }
+                self.owed_pongs.push_back((self.next_start, pong));
+                Ok(Vec::new())
             }
             ClientMessage::Pong { .. } => Ok(Vec::new()),
             ClientMessage::Subscribe { id, payload } => {
@@ -289,9 +307,12 @@ impl Connection {
                 self.in_use.insert(id.clone());
                 let live = state.live.clone();
                 let request = payload.into_request();
+                let sequence = self.next_start;
+                self.next_start += 1;
+                self.starting.insert(sequence);
                 starting.push(Box::pin(async move {
                     let started = live.start_operation(request, principal).await;
-                    (id, started)
+                    (sequence, id, started)
                 }));
                 Ok(Vec::new())
             }
@@ -307,8 +328,25 @@ impl Connection {
         }
     }
 
-    /// An operation finished starting: refused (`error`), or running.
-    fn started(&mut self, id: String, started: Started) -> Vec<Message> {
+    /// An operation finished starting: refused (`error`), or running; then the pongs that
+    /// waited for it.
+    fn started(&mut self, sequence: u64, id: String, started: Started) -> Vec<Message> {
+        self.starting.remove(&sequence);
+        let mut replies = self.start(id, started);
+        let oldest_starting = self.starting.first().copied().unwrap_or(u64::MAX);
+        while let Some((after, _)) = self.owed_pongs.front() {
+            if *after > oldest_starting {
+                break;
+            }
+            if let Some((_, pong)) = self.owed_pongs.pop_front() {
+                replies.push(pong);
+            }
+        }
+        replies
+    }
+
+    /// The replies to one operation having started.
+    fn start(&mut self, id: String, started: Started) -> Vec<Message> {
         if self.cancelled.remove(&id) {
             self.in_use.remove(&id);
             return Vec::new();

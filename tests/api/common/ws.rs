@@ -147,6 +147,19 @@ impl WsClient {
             .await;
     }
 
+    /// Sends `ping` with `payload` and waits for its `pong`; what arrives meanwhile is kept.
+    pub async fn ping(&mut self, payload: Value) -> Result<(), Closed> {
+        self.send(json!({ "type": "ping", "payload": payload }))
+            .await;
+        loop {
+            let message = self.read(WAIT).await?;
+            if message["type"] == "pong" && message["payload"] == payload {
+                return Ok(());
+            }
+            self.route(message);
+        }
+    }
+
     /// Stops subscription `id` from the client side.
     pub async fn complete(&mut self, id: &str) {
         let kind = if self.protocol == TRANSPORT_WS {
@@ -254,7 +267,8 @@ impl WsClient {
             .push_back(item);
     }
 
-    /// The next JSON message that is not a keepalive (pings are answered). `Err` with code 0
+    /// The next JSON message that is not a keepalive (pings are answered; pongs are returned,
+    /// for `ping`). `Err` with code 0
     /// means nothing came within `within`; other codes say how the connection closed.
     async fn read(&mut self, within: Duration) -> Result<Value, Closed> {
         if let Some(closed) = &self.closed {
@@ -304,7 +318,6 @@ impl WsClient {
                     self.send(json!({ "type": "pong" })).await;
                 }
                 Some("ka") => self.keepalives += 1,
-                Some("pong") => {}
                 _ => return Ok(message),
             }
         }

@@ -182,3 +182,34 @@ async fn sigterm_closes_open_subscriptions_and_exits_promptly() {
     );
     eprintln!("exited in {took:?}; connection closed with {closed:?}");
 }
+
+#[tokio::test]
+async fn a_pong_means_the_subscriptions_before_it_are_live() {
+    // A dashboard subscribes, pings, and reads its snapshot after the pong: a change made after
+    // that must reach every subscription, with no retry and no wait on the client's side. Many
+    // subscriptions at once make starting them take a while; each round starts cold (nobody
+    // subscribed), when starting takes longest.
+    let server = Server::start();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "BARRIER", 100).await;
+    published(&admin).await;
+    let ids: Vec<String> = (0..90).map(|i| i.to_string()).collect();
+    for round in 0..3 {
+        let mut ws = WsClient::open(&server.url, READ_KEY).await;
+        for id in &ids {
+            ws.subscribe(id, LEVELS, json!({ "s": "s1" })).await;
+        }
+        ws.ping(json!({ "round": round })).await.expect("pong");
+        adjust(&admin, &p, "s1", 1).await;
+        for id in &ids {
+            let level = ws.next_data(id).await;
+            assert_eq!(
+                level["stockLevelChanged"]["quantity"],
+                101 + round,
+                "round {round}, subscription {id}"
+            );
+        }
+        ws.close().await;
+        wait_subscribed_below(&admin, 1).await;
+    }
+}
