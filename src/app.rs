@@ -200,6 +200,9 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     let reservations = settings.batch_reservations.then(|| {
         crate::batcher::ReservationBatcher::spawn(db.clone(), settings.group_commit_max, &tasks)
     });
+    let saturation = crate::fair_use::Saturation::default();
+    tasks.spawn(saturation.clone().probe(background.clone()));
+    let fair_use = crate::fair_use::FairUse::new(settings.fair_use.limits(), saturation);
     let state = AppState {
         db,
         broker,
@@ -207,6 +210,7 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         websocket,
         reservations,
         keys,
+        fair_use,
         relay: relay_handle,
         metrics,
     };
@@ -216,6 +220,7 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
     let live = graphql::live::Live::start(
         schema.clone(),
         state.feed.clone(),
+        state.fair_use.clone(),
         settings.live_ring,
         shutdown.clone(),
         &tasks,

@@ -36,11 +36,18 @@ impl Role {
     }
 }
 
-/// Who is calling: the role of the key they presented.
+/// Which configured key a caller presented (its place in the list; 0 in open mode, where
+/// every caller shares one identity). Fair-use caps and buckets are kept per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub u32);
+
+/// Who is calling: the key they presented and its role.
 #[derive(Debug, Clone, Copy)]
 pub struct Principal {
     /// The key's role.
     pub role: Role,
+    /// The key.
+    pub key: KeyId,
 }
 
 /// The configured keys. With none configured every caller is admin (local development only;
@@ -126,18 +133,22 @@ impl ApiKeys {
     /// The principal for a presented key, comparing every key in constant time.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, AppError> {
         if self.is_open() {
-            return Ok(Principal { role: Role::Admin });
+            return Ok(Principal {
+                role: Role::Admin,
+                key: KeyId(0),
+            });
         }
         let presented = presented.ok_or(AppError::Unauthenticated)?.as_bytes();
-        let mut found: Option<Role> = None;
-        for (role, key) in &self.keys {
+        let mut found: Option<Principal> = None;
+        for (index, (role, key)) in self.keys.iter().enumerate() {
             if bool::from(key.as_slice().ct_eq(presented)) {
-                found = Some(*role);
+                found = Some(Principal {
+                    role: *role,
+                    key: KeyId(index as u32),
+                });
             }
         }
-        found
-            .map(|role| Principal { role })
-            .ok_or(AppError::Unauthenticated)
+        found.ok_or(AppError::Unauthenticated)
     }
 }
 

@@ -39,6 +39,15 @@ pub enum AppError {
     /// The move is not allowed from the current state.
     #[error("{0}")]
     InvalidState(String),
+    /// The caller's cost bucket cannot pay for the operation, a fair-use cap is reached, or the
+    /// server sheds load; nothing changed. Try again after `retry_after_ms`.
+    #[error("{message}")]
+    Throttled {
+        /// What was refused and which setting decides it.
+        message: String,
+        /// When trying again may succeed, in milliseconds.
+        retry_after_ms: u64,
+    },
     /// The database cannot store anything now (disk full, I/O error, read-only file or server):
     /// nothing was written, and the same request may succeed once the operator fixes the cause.
     /// Masked for clients like any database failure, but with its own code so they can retry.
@@ -68,6 +77,7 @@ impl AppError {
             AppError::VersionConflict { .. } => "VERSION_CONFLICT",
             AppError::InvalidState(_) => "INVALID_STATE",
             AppError::StorageUnavailable(_) => "STORAGE_UNAVAILABLE",
+            AppError::Throttled { .. } => "THROTTLED",
             AppError::Database(_) | AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -139,6 +149,12 @@ impl AppError {
             }
             AppError::VersionConflict { expected, current } => {
                 vec![("expectedVersion", *expected), ("currentVersion", *current)]
+            }
+            AppError::Throttled { retry_after_ms, .. } => {
+                vec![(
+                    "retryAfterMs",
+                    (*retry_after_ms).min(i32::MAX as u64) as i32,
+                )]
             }
             _ => Vec::new(),
         }

@@ -20,6 +20,8 @@ pub mod entity;
 pub mod error;
 /// Outbox, relay, brokers and the live feed.
 pub mod events;
+/// Fair use: caps, cost buckets and load shedding.
+pub mod fair_use;
 /// The GraphQL schema.
 pub mod graphql;
 /// The HTTP router.

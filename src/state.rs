@@ -27,6 +27,8 @@ pub struct AppState {
     pub reservations: Option<crate::batcher::ReservationBatcher>,
     /// Configured API keys.
     pub keys: ApiKeys,
+    /// Caps, cost buckets and load shedding.
+    pub fair_use: crate::fair_use::FairUse,
     /// What `redriveEvents` tells this process's relay.
     pub relay: relay::RelayHandle,
     /// Prometheus renderer, when this process installed the recorder.

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 
 mod derived;
+mod fair_use;
 
 pub use derived::WebSocketLimits;
+pub use fair_use::FairUseSettings;
 
 /// `stockroom`: an inventory service with a GraphQL API.
 #[derive(Debug, Parser)]
@@ -363,6 +365,10 @@ pub struct Settings {
         global = true
     )]
     pub log_sql: bool,
+
+    /// Caps, cost buckets and load shedding.
+    #[command(flatten)]
+    pub fair_use: FairUseSettings,
 
     /// Log as JSON lines instead of text.
     #[arg(

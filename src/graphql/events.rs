@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::auth::{Role, RoleGuard};
+use super::auth::{Principal, Role, RoleGuard};
 use super::live::{self, source::Interest};
 use super::state;
 use super::stock::StockLevel;
@@ -199,6 +199,7 @@ impl SubscriptionSlots {
         metrics::gauge!("stockroom_subscriptions_open").increment(1.0);
         Ok(Slot {
             open: self.open.clone(),
+            fair_use_permit: None,
         })
     }
 }
@@ -206,6 +207,8 @@ impl SubscriptionSlots {
 /// One open subscription; gives its slot back when dropped.
 struct Slot {
     open: Arc<AtomicUsize>,
+    /// Its place under the per-key and per-process subscription caps.
+    fair_use_permit: Option<crate::fair_use::Permit>,
 }
 
 impl Drop for Slot {
@@ -215,11 +218,23 @@ impl Drop for Slot {
     }
 }
 
-/// A slot on this connection, when the connection has a cap (WebSocket).
+/// A slot on this connection, when the connection has a cap (the legacy WebSocket protocol),
+/// and a place under the fair-use subscription caps.
 fn take_slot(ctx: &Context<'_>) -> Result<Option<Slot>, AppError> {
-    ctx.data_opt::<SubscriptionSlots>()
-        .map(SubscriptionSlots::acquire)
-        .transpose()
+    let Some(slots) = ctx.data_opt::<SubscriptionSlots>() else {
+        return Ok(None);
+    };
+    let permit = match ctx.data_opt::<Principal>() {
+        Some(principal) => Some(
+            state(ctx)
+                .fair_use
+                .admit(*principal, crate::fair_use::Resource::Subscription)?,
+        ),
+        None => None,
+    };
+    let mut slot = slots.acquire()?;
+    slot.fair_use_permit = permit;
+    Ok(Some(slot))
 }
 
 /// Live subscriptions.

@@ -12,6 +12,7 @@ use async_graphql::{Data, Executor, Request, Response, ServerError};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+use super::cost::CostModel;
 use super::{AppSchema, Limits, assign_codes, document};
 
 /// Longest query text worth caching.
@@ -32,21 +33,35 @@ pub struct Gateway {
     schema: AppSchema,
     parsed: Arc<Mutex<DocumentCache>>,
     limits: Limits,
+    /// The schema's field types, for what operations cost.
+    pub(super) cost: Arc<CostModel>,
 }
 
 impl Gateway {
+    /// The limits the schema was built with.
+    pub(super) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The schema itself.
+    pub(super) fn schema(&self) -> &AppSchema {
+        &self.schema
+    }
+
     /// Wraps `schema` (built with `limits`); documents with more aliased fields than allowed,
     /// or more fields once their fragments are expanded, are refused before validation.
     pub fn new(schema: AppSchema, limits: &Limits) -> Self {
+        let cost = Arc::new(CostModel::from_sdl(&schema.sdl()));
         Gateway {
             schema,
             parsed: Default::default(),
             limits: limits.clone(),
+            cost,
         }
     }
 
     /// Names the limit in async-graphql's own refusals.
-    fn explain_limits(&self, mut response: Response) -> Response {
+    pub(super) fn explain_limits(&self, mut response: Response) -> Response {
         for error in &mut response.errors {
             if error.message == "Query is too complex." {
                 error.message = format!(
@@ -87,14 +102,24 @@ impl Gateway {
     /// Attaches the parsed document: from the cache when seen before (it was sized and
     /// validated then), else freshly parsed and sized. Also returns a copy of a freshly parsed
     /// document, to remember if it validates.
-    fn prepare(
+    pub(super) fn prepare(
+        &self,
+        request: Request,
+    ) -> Result<(Request, Option<ExecutableDocument>), ServerError> {
+        self.prepare_with(request, |_, _| {})
+    }
+
+    /// [`Gateway::prepare`], letting `inspect` read the document (sized) and the request first.
+    pub(super) fn prepare_with(
         &self,
         mut request: Request,
+        inspect: impl FnOnce(&ExecutableDocument, &Request),
     ) -> Result<(Request, Option<ExecutableDocument>), ServerError> {
         let (document, cached) = self.parse(&request.query)?;
         if !cached {
             self.check_size(&document)?;
         }
+        inspect(&document, &request);
         let fresh =
             (!cached && request.query.len() <= CACHEABLE_QUERY_BYTES).then(|| document.clone());
         request.set_parsed_query(document);
@@ -133,7 +158,7 @@ impl Gateway {
     }
 
     /// The parsed document, and whether it came from the cache.
-    fn parse(&self, query: &str) -> Result<(ExecutableDocument, bool), ServerError> {
+    pub(super) fn parse(&self, query: &str) -> Result<(ExecutableDocument, bool), ServerError> {
         if let Some(document) = self
             .parsed
             .lock()
@@ -149,7 +174,12 @@ impl Gateway {
 
     /// Keeps a document that validated (the response has no error outside a resolver), so
     /// neither invalid documents nor one-off giants can fill the cache.
-    fn remember(&self, query: String, document: ExecutableDocument, response: &Response) {
+    pub(super) fn remember(
+        &self,
+        query: String,
+        document: ExecutableDocument,
+        response: &Response,
+    ) {
         if query.len() > CACHEABLE_QUERY_BYTES || !validated(response) {
             return;
         }

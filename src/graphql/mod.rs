@@ -2,11 +2,13 @@
 //! subscriptions; loaders; authentication; error codes.
 
 pub mod auth;
+pub mod cost;
 pub mod document;
 pub mod events;
 pub mod gateway;
 pub mod live;
 pub mod loaders;
+pub mod metered;
 pub mod plain;
 pub mod products;
 pub mod reservations;

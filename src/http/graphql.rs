@@ -21,7 +21,12 @@ pub(super) fn error_response(status: StatusCode, error: AppError) -> Response {
     let mut gql = async_graphql::Response::from_errors(vec![server_error]);
     for e in &mut gql.errors {
         e.extensions = async_graphql::Error::new("")
-            .extend_with(|_, x| x.set("code", error.code()))
+            .extend_with(|_, x| {
+                x.set("code", error.code());
+                for (name, value) in error.details() {
+                    x.set(name, value);
+                }
+            })
             .extensions;
     }
     (status, GraphQLResponse::from(gql)).into_response()
@@ -66,12 +71,59 @@ pub async fn post_graphql(
     for request in requests {
         responses.push(execute(&state, request, principal).await);
     }
-    if batched {
+    // 429 only when nothing ran: a client must not retry a batch whose other parts ran.
+    let throttled = responses
+        .iter()
+        .map(retry_after)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|waits| waits.into_iter().max());
+    let mut reply = if batched {
         let batch = async_graphql::BatchResponse::Batch(responses);
-        return bounded_json(&batch, state.max_response_bytes);
+        bounded_json(&batch, state.max_response_bytes)
+    } else {
+        let response = responses.pop().unwrap_or_default();
+        bounded_json(&response, state.max_response_bytes)
+    };
+    if let Some(wait) = throttled {
+        throttle(&mut reply, wait);
     }
-    let response = responses.pop().unwrap_or_default();
-    bounded_json(&response, state.max_response_bytes)
+    reply
+}
+
+/// How long a response refused with `THROTTLED` asks to wait, in milliseconds.
+fn retry_after(response: &async_graphql::Response) -> Option<u64> {
+    response.errors.iter().find_map(|error| {
+        let extensions = error.extensions.as_ref()?;
+        if extensions.get("code")? != &async_graphql::Value::from("THROTTLED") {
+            return None;
+        }
+        match extensions.get("retryAfterMs") {
+            Some(async_graphql::Value::Number(ms)) => ms.as_u64(),
+            _ => Some(1000),
+        }
+    })
+}
+
+/// Makes `reply` a 429 with `Retry-After` (whole seconds, rounded up).
+fn throttle(reply: &mut Response, wait_ms: u64) {
+    *reply.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let seconds = wait_ms.div_ceil(1000).max(1);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+        reply
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+}
+
+/// A `THROTTLED` refusal before any GraphQL runs (a WebSocket upgrade over a cap).
+pub(super) fn throttled_response(error: AppError) -> Response {
+    let wait = match &error {
+        AppError::Throttled { retry_after_ms, .. } => *retry_after_ms,
+        _ => 1000,
+    };
+    let mut reply = error_response(StatusCode::TOO_MANY_REQUESTS, error);
+    throttle(&mut reply, wait);
+    reply
 }
 
 /// A buffer that refuses to grow past its budget, so serialization stops there.
@@ -161,7 +213,10 @@ async fn execute(
     let started = Instant::now();
     let request =
         crate::graphql::loaders::attach_request_loaders(request.data(principal), &state.app.db);
-    let response = async_graphql::Executor::execute(&state.schema, request).await;
+    let response = state
+        .schema
+        .execute_metered(request, principal, &state.app.fair_use)
+        .await;
     // Only a document that validated names an operation it holds.
     let operation = if crate::graphql::gateway::validated(&response) {
         state.operation_labels.label(name.as_deref())

@@ -9,6 +9,7 @@ mod catalog;
 mod connections;
 mod durability;
 mod events;
+mod fair_use;
 mod fencing;
 mod leadership;
 mod live;

@@ -5,24 +5,28 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_graphql::Data;
+use async_graphql::{Data, ServerError};
 use axum::body::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Cohort, CohortKey, Inner, Interest, Live, LiveMode, Operation, Rendered};
+use crate::auth::Principal;
+use crate::fair_use::Resource;
+use crate::graphql::metered::server_error;
 
 impl Live {
-    /// Joins the cohort of `key` (made with `operation` when it has none yet), once the hub
-    /// reads the feed; the member's responses.
+    /// Joins the cohort of `key` (made with `operation` when it has none yet, if `principal`'s
+    /// key may create one more selection), once the hub reads the feed; the member's responses.
     pub(super) async fn join(
         &self,
         key: CohortKey,
         interest: Interest,
         operation: Operation,
         session: Arc<Data>,
-    ) -> BoxStream<'static, Bytes> {
+        principal: Principal,
+    ) -> Result<BoxStream<'static, Bytes>, Vec<ServerError>> {
         let inner = &self.inner;
         let mut running = inner.running.subscribe();
         let mut waiting = false;
@@ -36,6 +40,22 @@ impl Live {
                     let cohort = match registry.cohorts.get(&key) {
                         Some(cohort) => cohort.clone(),
                         None => {
+                            let selection = inner
+                                .fair_use
+                                .admit(principal, Resource::Selection)
+                                .map_err(|error| super::refusal(vec![server_error(error)]));
+                            let selection = match selection {
+                                Ok(selection) => selection,
+                                Err(refused) => {
+                                    let idle = registry.members == 0 && registry.waiting == 0;
+                                    drop(registry);
+                                    if idle {
+                                        // Nobody else wants the hub: let it go back to sleep.
+                                        inner.demand.notify_one();
+                                    }
+                                    return Err(refused);
+                                }
+                            };
                             let cohort = Arc::new(Cohort {
                                 key: key.clone(),
                                 interest: interest.clone(),
@@ -43,6 +63,7 @@ impl Live {
                                 session: session.clone(),
                                 ring: broadcast::Sender::new(inner.ring),
                                 members: AtomicUsize::new(0),
+                                _selection: selection,
                             });
                             registry.cohorts.insert(key.clone(), cohort.clone());
                             registry
@@ -69,11 +90,11 @@ impl Live {
             }
             inner.demand.notify_one();
             if running.wait_for(|running| *running).await.is_err() {
-                return stream::empty().boxed();
+                return Ok(stream::empty().boxed());
             }
         };
         metrics::gauge!("stockroom_subscriptions_shared").increment(1.0);
-        member_stream(member, receiver)
+        Ok(member_stream(member, receiver))
     }
 }
 

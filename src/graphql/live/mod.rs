@@ -34,10 +34,12 @@ use tokio_util::task::TaskTracker;
 
 pub use source::{Interest, LiveMode};
 
-use super::Gateway;
 use super::gateway::validated;
+use super::metered::server_error;
+use super::{Gateway, assign_codes};
 use crate::auth::{Principal, Role};
 use crate::events::feed::Feed;
+use crate::fair_use::{FairUse, Permit, Resource};
 
 /// One event rendered for one selection: the JSON of each response it makes (none, one, or
 /// one per stock level for `stockLevelChanged`).
@@ -93,6 +95,8 @@ struct Cohort {
     ring: broadcast::Sender<Arc<Rendered>>,
     /// Members reading the ring (under the registry's lock).
     members: AtomicUsize,
+    /// The place of this selection under the selection caps, held by the key that created it.
+    _selection: Permit,
 }
 
 /// Cohorts and the hub's place in the log.
@@ -119,6 +123,7 @@ pub struct Live {
 struct Inner {
     gateway: Gateway,
     feed: Feed,
+    fair_use: FairUse,
     registry: Mutex<Registry>,
     /// Wakes the hub when the registry gains its first joiner or loses its last member.
     demand: Notify,
@@ -128,11 +133,13 @@ struct Inner {
 }
 
 impl Live {
-    /// The engine for `gateway`'s schema, fed by `feed`, keeping `ring` rendered events per
-    /// cohort; its hub runs in `tasks` until `shutdown`.
+    /// The engine for `gateway`'s schema, fed by `feed`, admitting subscriptions under
+    /// `fair_use`, keeping `ring` rendered events per cohort; its hub runs in `tasks` until
+    /// `shutdown`.
     pub fn start(
         gateway: Gateway,
         feed: Feed,
+        fair_use: FairUse,
         ring: usize,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
@@ -141,6 +148,7 @@ impl Live {
             inner: Arc::new(Inner {
                 gateway,
                 feed,
+                fair_use,
                 registry: Mutex::new(Registry::default()),
                 demand: Notify::new(),
                 running: watch::Sender::new(false),
@@ -161,7 +169,9 @@ impl Live {
         match gateway.operation_type(&request) {
             Some(OperationType::Subscription) => {}
             Some(_) => {
-                let response = gateway.execute(request.data(principal)).await;
+                let response = gateway
+                    .execute_metered(request.data(principal), principal, &self.inner.fair_use)
+                    .await;
                 return match validated(&response) {
                     true => Started::Responses(stream::iter(serialize(&response)).boxed()),
                     false => Started::Refused(response.errors),
@@ -170,6 +180,10 @@ impl Live {
             // Unparsable, or no such operation: the gateway says why.
             None => return Started::Refused(gateway.execute(request).await.errors),
         }
+        let permit = match self.admit(&request, principal) {
+            Ok(permit) => permit,
+            Err(refusal) => return Started::Refused(refusal),
+        };
         let operation = Operation {
             query: request.query.clone(),
             operation: request.operation_name.clone(),
@@ -190,7 +204,7 @@ impl Live {
             return Started::Responses(stream::iter(payloads).boxed());
         }
         let interest = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match interest {
+        let responses = match interest {
             Some(interest) if !interest.replays => {
                 let key = CohortKey {
                     role: principal.role,
@@ -198,11 +212,47 @@ impl Live {
                     operation: operation.operation.clone(),
                     variables: serde_json::to_string(&operation.variables).unwrap_or_default(),
                 };
-                Started::Responses(self.join(key, interest, operation, session).await)
+                match self
+                    .join(key, interest, operation, session, principal)
+                    .await
+                {
+                    Ok(responses) => responses,
+                    Err(refused) => return Started::Refused(refused),
+                }
             }
-            _ => Started::Responses(alone(gateway, operation.request(), session)),
-        }
+            _ => alone(gateway, operation.request(), session),
+        };
+        // The subscription keeps its place under the caps while its stream lives.
+        Started::Responses(
+            responses
+                .map(move |payload| {
+                    let _held = &permit;
+                    payload
+                })
+                .boxed(),
+        )
     }
+
+    /// A place under the subscription caps, unless load is shed or the caller's bucket cannot
+    /// pay for the subscription's selection; else the refusal, as protocol errors.
+    fn admit(&self, request: &Request, principal: Principal) -> Result<Permit, Vec<ServerError>> {
+        let fair_use = &self.inner.fair_use;
+        let refused = |error| refusal(vec![server_error(error)]);
+        let permit = fair_use
+            .admit(principal, Resource::Subscription)
+            .map_err(refused)?;
+        fair_use.shed("new subscriptions").map_err(refused)?;
+        // A document that does not parse is refused by the probe, with its reason.
+        if let Ok(Some(measured)) = self.inner.gateway.measure(request) {
+            fair_use.charge(principal, measured.cost).map_err(refused)?;
+        }
+        Ok(permit)
+    }
+}
+
+/// Errors as the protocol sends them: each with its `extensions.code`.
+fn refusal(errors: Vec<ServerError>) -> Vec<ServerError> {
+    assign_codes(Response::from_errors(errors)).errors
 }
 
 /// Runs an operation by itself; its responses, serialized.

@@ -23,12 +23,23 @@ use crate::http::HttpState;
 struct Handshake {
     accepted: AtomicBool,
     refused: AtomicBool,
+    /// Why a fair-use cap refused the connection, if one did.
+    throttled: std::sync::Mutex<Option<String>>,
+    /// The connection's place under the fair-use connection caps.
+    permit: std::sync::Mutex<Option<crate::fair_use::Permit>>,
 }
 
 /// Rewrites async-graphql's close codes into the protocol's: a refused key is 4403, a
 /// subscription before the handshake 4401.
 fn close_frame(code: u16, reason: String, handshake: &Handshake) -> Message {
-    let (code, reason) = if handshake.refused.load(Ordering::Acquire) {
+    let throttled = handshake
+        .throttled
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let (code, reason) = if let Some(reason) = throttled {
+        (super::TRY_AGAIN_LATER, reason)
+    } else if handshake.refused.load(Ordering::Acquire) {
         (4403, "Forbidden: a valid API key is required".to_owned())
     } else if code == 1011 && !handshake.accepted.load(Ordering::Acquire) {
         (4401, "Unauthorized: send connection_init first".to_owned())
@@ -70,6 +81,7 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState, protocol: WebSock
 
     let handshake = Arc::new(Handshake::default());
     let keys: ApiKeys = state.app.keys.clone();
+    let fair_use = state.app.fair_use.clone();
     let outcome = handshake.clone();
     let max_subscriptions = limits.max_subscriptions;
     let mut messages = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
@@ -77,6 +89,17 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState, protocol: WebSock
             let key = key_from_init(&payload);
             match keys.authenticate(key.as_deref()) {
                 Ok(principal) => {
+                    let permit = fair_use.admit(principal, crate::fair_use::Resource::Connection);
+                    let permit = match permit {
+                        Ok(permit) => permit,
+                        Err(refused) => {
+                            let reason = refused.to_string();
+                            *outcome.throttled.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(reason.clone());
+                            return Err(async_graphql::Error::new(reason));
+                        }
+                    };
+                    *outcome.permit.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
                     let mut data = Data::default();
                     data.insert::<Principal>(principal);
                     data.insert(SubscriptionSlots::new(max_subscriptions));
@@ -113,8 +136,10 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState, protocol: WebSock
                 Some(WsMessage::Close(code, reason)) => {
                     break Some(close_frame(code, reason, &handshake));
                 }
-                // Legacy protocol after a refused key: say so with a close code too.
-                None if handshake.refused.load(Ordering::Acquire) => {
+                // Legacy protocol after a refused key or cap: say so with a close code too.
+                None if handshake.refused.load(Ordering::Acquire)
+                    || handshake.throttled.lock().map(|t| t.is_some()).unwrap_or(false) =>
+                {
                     break Some(close_frame(1002, String::new(), &handshake));
                 }
                 None => break Some(close(1000, "")),

@@ -19,6 +19,10 @@ use super::{HttpState, browsers, header_text};
 use crate::auth::key_from_headers;
 use crate::error::AppError;
 
+/// The close code for a connection refused by a fair-use cap: 1013, "Try Again Later" (IANA
+/// WebSocket close codes); the reason names the cap.
+pub(super) const TRY_AGAIN_LATER: u16 = 1013;
+
 /// Reads the key from a `connection_init` payload: `{"apiKey": KEY}` or
 /// `{"Authorization": "Bearer KEY"}`.
 pub(super) fn key_from_init(payload: &serde_json::Value) -> Option<String> {
@@ -54,6 +58,9 @@ pub async fn websocket(
             AppError::bad_input("ask for the graphql-transport-ws (or graphql-ws) subprotocol"),
         );
     };
+    if let Err(refused) = state.app.fair_use.refuse_when_connections_full() {
+        return super::graphql::throttled_response(refused);
+    }
     let max_bytes = state.app.websocket.max_message_bytes;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)

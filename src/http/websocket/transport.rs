@@ -4,7 +4,8 @@
 //! message closes with 4400. An operation that fails validation gets `error` and nothing else;
 //! otherwise `next` per response and `complete` at its end (none after the client's
 //! `complete`). Live subscriptions go through the shared engine (`graphql::live`); this module
-//! only frames their bytes.
+//! only frames their bytes. A key over its fair-use connection cap is closed at
+//! `connection_init` with 1013 (Try Again Later) and the reason.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::Duration;
@@ -18,8 +19,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_stream::StreamMap;
 
-use super::{ConnectionGauge, close, key_from_init};
+use super::{ConnectionGauge, TRY_AGAIN_LATER, close, key_from_init};
 use crate::auth::Principal;
+use crate::fair_use::{Permit, Resource};
 use crate::graphql::assign_codes;
 use crate::graphql::live::Started;
 use crate::http::HttpState;
@@ -95,6 +97,8 @@ type Farewell = Option<Message>;
 /// One connection's state.
 struct Connection {
     principal: Option<Principal>,
+    /// This connection's place under the fair-use connection caps, from `connection_init` on.
+    _permit: Option<Permit>,
     init_received: bool,
     /// Ids of operations starting or running.
     in_use: HashSet<String>,
@@ -120,6 +124,7 @@ pub(super) async fn serve(socket: WebSocket, state: HttpState) {
     let (mut sink, mut source) = socket.split();
     let mut connection = Connection {
         principal: None,
+        _permit: None,
         init_received: false,
         in_use: HashSet::new(),
         cancelled: HashSet::new(),
@@ -261,13 +266,17 @@ impl Connection {
                     return Err(close(4429, "Too many initialisation requests"));
                 }
                 let key = payload.as_ref().and_then(key_from_init);
-                match state.app.keys.authenticate(key.as_deref()) {
-                    Ok(principal) => {
-                        self.principal = Some(principal);
-                        Ok(vec![text(r#"{"type":"connection_ack"}"#.to_owned())])
-                    }
-                    Err(_) => Err(close(4403, "Forbidden: a valid API key is required")),
-                }
+                let Ok(principal) = state.app.keys.authenticate(key.as_deref()) else {
+                    return Err(close(4403, "Forbidden: a valid API key is required"));
+                };
+                let permit = state
+                    .app
+                    .fair_use
+                    .admit(principal, Resource::Connection)
+                    .map_err(|refused| close(TRY_AGAIN_LATER, &refused.to_string()))?;
+                self.principal = Some(principal);
+                self._permit = Some(permit);
+                Ok(vec![text(r#"{"type":"connection_ack"}"#.to_owned())])
             }
             ClientMessage::Ping { payload } => {
                 let pong = match payload {

@@ -269,6 +269,31 @@ impl Client {
         response.text().await.expect("response body")
     }
 
+    /// Like `request_text`, without the response's `extensions` (its cost differs between two
+    /// queries that answer alike): `{"data":…}` or `{"data":…,"errors":…}` as sent.
+    pub async fn result_text(&self, query: &str, variables: Value) -> String {
+        let text = self.request_text(query, variables).await;
+        let Some(from) = text.find(r#","extensions":{"#) else {
+            return text;
+        };
+        // The extensions object ends where its braces balance (no braces in its strings).
+        let mut depth = 0;
+        let body = &text[from + r#","extensions":"#.len()..];
+        let length = body
+            .char_indices()
+            .find_map(|(at, c)| {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+                (depth == 0).then_some(at + 1)
+            })
+            .expect("balanced extensions");
+        let end = from + r#","extensions":"#.len() + length;
+        format!("{}{}", &text[..from], &text[end..])
+    }
+
     /// Posts `query` with an `operationName`; returns the whole response body.
     pub async fn http_post_with_operation(&self, query: &str, operation: &str) -> Value {
         let response = self

@@ -257,6 +257,7 @@ async fn a_request_past_its_time_is_cancelled_not_finished_in_the_background() {
             ("STOCKROOM_REQUEST_TIMEOUT_MS".into(), "200".into()),
             ("STOCKROOM_MAX_COMPLEXITY".into(), "1000000000".into()),
             ("STOCKROOM_MAX_RESPONSE_BYTES".into(), "1000000000".into()),
+            ("STOCKROOM_COST_RATE_ADMIN".into(), "0".into()),
         ],
         ..Default::default()
     });

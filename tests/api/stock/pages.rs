@@ -56,7 +56,7 @@ async fn a_page_node_answers_like_the_level_query() {
             )
         };
         let page = admin
-            .request_text(
+            .result_text(
                 &format!(
                     "query{page_params} {{ stockLevels(first: 100) {{ edges {{ node {{ {selection} }} }} }} }} {fragments}"
                 ),
@@ -66,7 +66,7 @@ async fn a_page_node_answers_like_the_level_query() {
         let mut nodes = Vec::new();
         for key in &keys {
             let one = admin
-                .request_text(
+                .result_text(
                     &format!(
                         "query{one_params} {{ stockLevel(productId: $p, storeId: $s) {{ {selection} }} }} {fragments}"
                     ),
@@ -140,10 +140,10 @@ async fn a_page_answers_like_the_generic_connection() {
     ];
     for (field, args) in shapes {
         let plain = admin
-            .request_text(&page(field, &args, false), json!({}))
+            .result_text(&page(field, &args, false), json!({}))
             .await;
         let generic = admin
-            .request_text(&page(field, &args, true), json!({}))
+            .result_text(&page(field, &args, true), json!({}))
             .await;
         let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
         assert_eq!(parse(&plain), parse(&generic), "{field}({args})");
