@@ -12,10 +12,14 @@
 //! `slowloris` (see [`slowloris`]) measures a client's request latency while 1,100 connections
 //! that never finish their request head hold a server limited to 1,024 open files.
 //!
+//! `abuse` (see [`abuse`]) measures a writer's latency while one read key holds as many
+//! connections and subscriptions as the server admits.
+//!
 //! `fanout` (see [`fanout`]) opens `--subscribers` `inventoryEvents` subscriptions over
 //! WebSocket, writes `--rate` events per second, and compares delivery with a raw WebSocket
 //! broadcaster inside the bench.
 
+mod abuse;
 mod baseline;
 mod fanout;
 mod load;
@@ -35,7 +39,7 @@ use serde_json::json;
 use scenarios::Context;
 
 /// Every scenario, in the default order.
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "hot-reserve",
     "spread-reserve",
     "dashboard-reads",
@@ -44,6 +48,7 @@ const SCENARIOS: [&str; 8] = [
     "fanout-capacity",
     "fanout-isolation",
     "slowloris",
+    "abuse",
 ];
 
 /// Command-line options.
@@ -51,7 +56,7 @@ const SCENARIOS: [&str; 8] = [
 #[command(name = "stockroom-bench", about = "Load generator for Stockroom")]
 struct Args {
     /// Scenarios to run (default: all): hot-reserve, spread-reserve, dashboard-reads,
-    /// relay-drain, fanout, fanout-capacity, fanout-isolation, slowloris.
+    /// relay-drain, fanout, fanout-capacity, fanout-isolation, slowloris, abuse.
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.
     #[arg(long, default_value_t = 3)]
@@ -170,6 +175,7 @@ async fn run(args: Args) -> Result<(), String> {
             "fanout-capacity" => fanout::capacity(&ctx).await,
             "fanout-isolation" => fanout::isolation(&ctx).await,
             "slowloris" => slowloris::slowloris(&ctx).await,
+            "abuse" => abuse::abuse_scenario(&ctx).await,
             other => Err(format!("no such scenario {other:?}")),
         };
         match outcome {

@@ -12,6 +12,9 @@ use tokio::process::{Child, Command};
 
 /// Admin key given to servers the bench starts.
 pub const ADMIN_KEY: &str = "bench-admin-key";
+/// Read key given to servers the bench starts (the abuser's, in `abuse`).
+pub const READ_KEY: &str = "bench-read-key";
+
 /// Write key given to servers the bench starts.
 pub const WRITE_KEY: &str = "bench-write-key";
 
@@ -92,7 +95,7 @@ impl Server {
             .arg(sqlite_url(&launch.db_path))
             .env(
                 "STOCKROOM_API_KEYS",
-                format!("admin:{ADMIN_KEY},write:{WRITE_KEY}"),
+                format!("admin:{ADMIN_KEY},write:{WRITE_KEY},read:{READ_KEY}"),
             )
             .env_remove("REDIS_URL")
             .stdin(Stdio::null())

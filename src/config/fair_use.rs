@@ -37,11 +37,12 @@ pub struct FairUseSettings {
     )]
     pub max_subscriptions: usize,
 
-    /// Most subscriptions running at once with one API key (all its connections).
+    /// Most subscriptions running at once with one API key (all its connections). Raise it for
+    /// a key shared by many dashboards (each uses a few).
     #[arg(
         long,
         env = "STOCKROOM_MAX_SUBSCRIPTIONS_PER_KEY",
-        default_value_t = 1_000,
+        default_value_t = 300,
         global = true
     )]
     pub max_subscriptions_per_key: usize,

@@ -49,12 +49,12 @@ impl Default for FairUseLimits {
     fn default() -> Self {
         FairUseLimits {
             connections: (5_000, 100),
-            subscriptions: (50_000, 1_000),
+            subscriptions: (50_000, 300),
             selections: (1_000, 50),
             rates: [
                 RoleRate::new(5_000, 50_000),
-                RoleRate::new(200_000, 400_000),
-                RoleRate::new(200_000, 400_000),
+                RoleRate::new(0, 400_000),
+                RoleRate::new(0, 400_000),
             ],
             shed_lag: Some(Duration::from_millis(100)),
             shed_read_cost: 1_000,

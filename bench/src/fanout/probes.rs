@@ -43,7 +43,7 @@ pub(super) async fn settled_position(http: &reqwest::Client, server: &Server) ->
 }
 
 /// `(VmRSS, VmHWM)` of a process in KiB, from `/proc/PID/status`.
-pub(super) fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
