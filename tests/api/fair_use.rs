@@ -94,6 +94,15 @@ async fn websocket_connections_are_capped_per_key_and_per_process() {
     );
     // A closed connection gives its place back.
     first.close().await;
+    eventually(WAIT, "the connection to close", || async {
+        let open = metric(&admin, "stockroom_ws_connections").await;
+        if open <= 2.0 {
+            Ok(())
+        } else {
+            Err(format!("{open} open"))
+        }
+    })
+    .await;
     eventually(WAIT, "the place to come back", || async {
         let mut again = WsClient::connect(&server.url, TRANSPORT_WS).await;
         let init = again.init(json!({ "apiKey": READ_KEY })).await;
@@ -111,6 +120,7 @@ async fn subscriptions_and_live_selections_are_capped_per_key_and_per_process() 
     ]));
     let admin = server.admin();
     let p = seed(&admin, "s1", "CAPPED", 10).await;
+    wait_for_outbox(&admin, json!({ "pending": 0 })).await;
     let mut ws = WsClient::open(&server.url, READ_KEY).await;
     ws.subscribe("1", LEVELS, json!({ "s": "s1" })).await;
     ws.subscribe("2", LEVELS, json!({ "s": "s1" })).await;
@@ -121,6 +131,8 @@ async fn subscriptions_and_live_selections_are_capped_per_key_and_per_process() 
     assert!(message.contains("--max-subscriptions-per-key"), "{message}");
     // A place comes back with `complete`; a third distinct selection is over its own cap.
     ws.complete("2").await;
+    // The pong comes once "2" has started (and so ended, as the client completed it).
+    ws.ping(json!("2 is gone")).await.expect("pong");
     ws.subscribe("5", LEVELS, json!({ "s": "s3" })).await;
     let (code, message) = refusal(&mut ws, "5").await;
     assert_eq!(code, "THROTTLED");
@@ -247,6 +259,7 @@ async fn each_key_pays_for_its_operations_from_a_bucket_that_refills() {
         let (status, _, body) = post(&server, WRITE_KEY, ADJUST, adjust(1)).await;
         assert_eq!(status, 200, "{body}");
     }
+    wait_for_outbox(&admin, json!({ "pending": 0 })).await;
     let before = level(&admin, &products[0], "s1").await;
     let events_before = events(&admin, 0).await.len();
     let (status, _, body) = post(&server, WRITE_KEY, ADJUST, adjust(1)).await;
@@ -277,6 +290,7 @@ async fn an_abusive_key_is_refused_while_other_keys_are_served() {
     ]));
     let admin = server.admin();
     let p = seed(&admin, "s1", "ABUSED", 10).await;
+    wait_for_outbox(&admin, json!({ "pending": 0 })).await;
     // The abuser opens connections until refused, and subscribes on each until refused.
     let mut abuser = Vec::new();
     loop {
