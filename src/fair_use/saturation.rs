@@ -36,8 +36,9 @@ impl Saturation {
                 _ = shutdown.cancelled() => return,
             }
             let late = asked.elapsed().saturating_sub(TICK).as_micros() as f64;
-            // Rises within a few ticks, falls as fast: one slow tick is not saturation.
-            smoothed = 0.7 * smoothed + 0.3 * late;
+            // A time constant of about ten ticks (250 ms): one slow tick is not saturation,
+            // and shedding outlasts a burst long enough to let the queue drain.
+            smoothed = 0.9 * smoothed + 0.1 * late;
             self.lag_us.store(smoothed as u64, Ordering::Relaxed);
             metrics::gauge!("stockroom_runtime_lag_seconds").set(smoothed / 1e6);
         }

@@ -148,7 +148,9 @@ async fn subscriptions_and_live_selections_are_capped_per_key_and_per_process() 
     let (code, message) = refusal(&mut other, "c").await;
     assert_eq!(code, "THROTTLED");
     assert!(message.contains("--max-subscriptions)"), "{message}");
-    // What was admitted keeps working.
+    // What was admitted keeps working (once started: the pongs say so).
+    ws.ping(json!("started")).await.expect("pong");
+    other.ping(json!("started")).await.expect("pong");
     admin
         .data(ADJUST, json!({ "p": p, "s": "s1", "d": 1 }))
         .await;
@@ -341,4 +343,83 @@ async fn an_abusive_key_is_refused_while_other_keys_are_served() {
         init.map(|()| again).map_err(|closed| format!("{closed:?}"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_saturated_server_sheds_new_subscriptions_and_expensive_reads_but_not_writes() {
+    // A process frozen for a while wakes up with its request runtime far behind its timers:
+    // that is the saturation signal, for the few hundred milliseconds it takes to decay.
+    let server = Server::start_with(Options::default().env(&[
+        ("STOCKROOM_SHED_LAG_MS", "50"),
+        ("STOCKROOM_SHED_READ_COST", "100"),
+    ]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "SHED", 10).await;
+    let expensive = "{ stockLevels(first: 50) { nodes { quantity } } }";
+    let mut ws = WsClient::open(&server.url, READ_KEY).await;
+    server.pause();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.resume();
+    let (status, retry, body) = post(&server, READ_KEY, expensive, json!({})).await;
+    assert_eq!((status, retry.as_deref()), (429, Some("1")), "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("--shed-lag-ms"), "{message}");
+    ws.subscribe("new", LEVELS, json!({ "s": "s1" })).await;
+    let (code, message) = refusal(&mut ws, "new").await;
+    assert_eq!(code, "THROTTLED");
+    assert!(message.contains("new subscriptions"), "{message}");
+    // Writes and cheap reads go on.
+    let (status, _, body) = post(
+        &server,
+        WRITE_KEY,
+        ADJUST,
+        json!({ "p": p, "s": "s1", "d": 1 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = post(&server, READ_KEY, "{ health { database } }", json!({})).await;
+    assert_eq!(status, 200);
+    assert!(metric(&admin, "stockroom_fair_use_refusals_total{limit=\"shed\"}").await >= 2.0);
+    // Once it caught up, the same read is served.
+    eventually(WAIT, "the server to stop shedding", || async {
+        let (status, _, body) = post(&server, READ_KEY, expensive, json!({})).await;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_process_refuses_new_selections_but_lets_keys_join_existing_ones() {
+    let server = Server::start_with(two_readers(&[("STOCKROOM_MAX_LIVE_SELECTIONS", "1")]));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "SHARED", 10).await;
+    wait_for_outbox(&admin, json!({ "pending": 0 })).await;
+    let mut first = WsClient::open(&server.url, READ_KEY).await;
+    first.subscribe("1", LEVELS, json!({ "s": "s1" })).await;
+    first.ping(json!("started")).await.expect("pong");
+    let mut second = WsClient::open(&server.url, OTHER_READ_KEY).await;
+    second
+        .subscribe("other", LEVELS, json!({ "s": "s2" }))
+        .await;
+    let (code, message) = refusal(&mut second, "other").await;
+    assert_eq!(code, "THROTTLED");
+    assert!(message.contains("--max-live-selections)"), "{message}");
+    second.subscribe("same", LEVELS, json!({ "s": "s1" })).await;
+    admin
+        .data(ADJUST, json!({ "p": p, "s": "s1", "d": 1 }))
+        .await;
+    assert_eq!(
+        second.next_data("same").await["stockLevelChanged"]["quantity"],
+        11
+    );
+    assert_eq!(
+        first.next_data("1").await["stockLevelChanged"]["quantity"],
+        11
+    );
+    let series = "stockroom_fair_use_refusals_total{limit=\"selections_per_process\"}";
+    assert_eq!(metric(&admin, series).await, 1.0);
 }
