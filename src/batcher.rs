@@ -64,6 +64,7 @@ impl Batching {
         let db = &self.db;
         let mut batch = Vec::with_capacity(max);
         while requests.recv_many(&mut batch, max).await > 0 {
+            metrics::histogram!("stockroom_reservation_batch_size").record(batch.len() as f64);
             let inputs: Vec<Reserve> = batch.iter().map(|(input, _)| input.clone()).collect();
             let decided = db
                 .write(move |txn| {
@@ -79,6 +80,7 @@ impl Batching {
                 }
                 Err(error) => {
                     tracing::debug!(%error, "reservation batch abandoned; running its requests alone");
+                    metrics::counter!("stockroom_reservation_batches_abandoned_total").increment(1);
                     for (input, reply) in batch.drain(..) {
                         let db = db.clone();
                         self.tasks.spawn(async move {

@@ -23,6 +23,7 @@ mod abuse;
 mod baseline;
 mod fanout;
 mod load;
+mod pg;
 mod rawsql;
 mod redis_util;
 mod report;
@@ -107,6 +108,11 @@ struct Args {
     /// Events per second written (server) and broadcast (baseline) in fanout.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
+    /// PostgreSQL server URL (e.g. postgres://postgres@127.0.0.1:5432): hot-reserve and
+    /// spread-reserve run there, a fresh database per scenario, beside the raw PostgreSQL
+    /// baseline.
+    #[arg(long, env = "STOCKROOM_BENCH_POSTGRES")]
+    postgres: Option<String>,
 }
 
 #[tokio::main]
@@ -161,6 +167,7 @@ async fn run(args: Args) -> Result<(), String> {
         subscribers: args.subscribers.max(1),
         rate: args.rate.max(1),
         scratch: scratch.path().to_path_buf(),
+        postgres: args.postgres.clone(),
     };
     let started = Instant::now();
     let mut rows = Vec::new();

@@ -28,6 +28,8 @@ pub struct Launch {
     pub binary: PathBuf,
     /// SQLite file the server uses.
     pub db_path: PathBuf,
+    /// A database URL to use instead of the SQLite file (PostgreSQL).
+    pub database_url: Option<String>,
     /// `REDIS_URL`, if any.
     pub redis_url: Option<String>,
     /// Redis stream key.
@@ -46,6 +48,7 @@ impl Launch {
         Launch {
             binary: binary.to_path_buf(),
             db_path: db_path.to_path_buf(),
+            database_url: None,
             redis_url: None,
             stream: None,
             env: Vec::new(),
@@ -92,7 +95,12 @@ impl Server {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--database-url")
-            .arg(sqlite_url(&launch.db_path))
+            .arg(
+                launch
+                    .database_url
+                    .clone()
+                    .unwrap_or_else(|| sqlite_url(&launch.db_path)),
+            )
             .env(
                 "STOCKROOM_API_KEYS",
                 format!("admin:{ADMIN_KEY},write:{WRITE_KEY},read:{READ_KEY}"),

@@ -271,3 +271,43 @@ async fn a_read_only_database_refuses_writes_then_recovers_on_postgres() {
     drop(server);
     drop_database(&url).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_batching_reservations_on_one_level_never_oversell_on_postgres() {
+    // Both instances decide concurrent reservations in batches (one guarded UPDATE per level
+    // per batch); when the other instance changed the level in between, the guard refuses the
+    // batch and its requests run one by one. Whatever interleaving, no unit is sold twice.
+    let url = fresh_database().await;
+    let a = Server::start_with(on_postgres(url.clone()));
+    let b = Server::start_with(on_postgres(url.clone()));
+    let p = seed(&a.admin(), "hot", "PG-TWO-BATCHERS", 30).await;
+    let clients = (0..120)
+        .map(|i| match i % 2 {
+            0 => a.client(Some(WRITE_KEY)),
+            _ => b.client(Some(WRITE_KEY)),
+        })
+        .collect();
+    let (won, refused) = race_for_one_unit(clients, &p, "hot").await;
+    assert_eq!((won, refused), (30, 90));
+    let now = level(&b.admin(), &p, "hot").await;
+    assert_eq!(
+        (
+            now["reserved"].as_i64(),
+            now["available"].as_i64(),
+            now["version"].as_i64()
+        ),
+        (Some(30), Some(0), Some(31))
+    );
+    // Both batched: fewer batches than requests on each.
+    for server in [&a, &b] {
+        let admin = server.admin();
+        let batches = metric(&admin, "stockroom_reservation_batch_size_count").await;
+        let requests = metric(&admin, "stockroom_reservation_batch_size_sum").await;
+        assert!(
+            batches >= 1.0 && requests > batches,
+            "{requests} requests in {batches} batches"
+        );
+    }
+    drop((a, b));
+    drop_database(&url).await;
+}

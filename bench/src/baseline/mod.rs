@@ -37,10 +37,15 @@ pub fn stamp(at: DateTime<Utc>) -> String {
 
 /// Creates the service's schema in `path` by running `stockroom migrate`.
 pub async fn migrate(binary: &Path, path: &Path) -> BenchResult<()> {
+    migrate_url(binary, &sqlite_url(path)).await
+}
+
+/// Creates the service's schema in the database at `url` by running `stockroom migrate`.
+pub async fn migrate_url(binary: &Path, url: &str) -> BenchResult<()> {
     let status = tokio::process::Command::new(binary)
         .arg("migrate")
         .arg("--database-url")
-        .arg(sqlite_url(path))
+        .arg(url)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .status()

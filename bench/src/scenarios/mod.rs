@@ -50,6 +50,9 @@ pub struct Context {
     pub rate: u64,
     /// Scratch directory (databases).
     pub scratch: PathBuf,
+    /// A PostgreSQL server URL: the reservation scenarios run there (a fresh database each)
+    /// beside the raw PostgreSQL baseline.
+    pub postgres: Option<String>,
 }
 
 /// Units on every seeded level: enough that no run ever runs out.
@@ -241,6 +244,9 @@ fn rows_of(
 
 /// `hot-reserve` and `spread-reserve`.
 pub async fn reserve(ctx: &Context, hot: bool) -> BenchResult<Vec<Row>> {
+    if let Some(url) = &ctx.postgres {
+        return reserve_on_postgres(ctx, url, hot).await;
+    }
     let name = if hot { "hot-reserve" } else { "spread-reserve" };
     let (products, stores) = if hot {
         (1, 1)
@@ -282,5 +288,51 @@ pub async fn reserve(ctx: &Context, hot: bool) -> BenchResult<Vec<Row>> {
         baseline_runs.push(b);
     }
     server.stop().await;
+    Ok(rows_of(name, "ops/s", &server_runs, &baseline_runs, true))
+}
+
+/// `hot-reserve` and `spread-reserve` on PostgreSQL: the server on one fresh database, the raw
+/// baseline on another seeded alike, runs alternating.
+async fn reserve_on_postgres(ctx: &Context, url: &str, hot: bool) -> BenchResult<Vec<Row>> {
+    let name = if hot {
+        "hot-reserve-pg"
+    } else {
+        "spread-reserve-pg"
+    };
+    let (products, stores) = if hot {
+        (1, 1)
+    } else {
+        (ctx.products, ctx.stores)
+    };
+    eprintln!(
+        "{name}: {} clients, {} level(s), {} runs × {:?}, PostgreSQL at {url}",
+        ctx.clients,
+        products * stores,
+        ctx.runs,
+        ctx.duration
+    );
+    let served = crate::pg::Database::create(url, &format!("{name}_server"), &ctx.binary).await?;
+    let raw = crate::pg::Database::create(url, &format!("{name}_raw"), &ctx.binary).await?;
+    let skus = Arc::new(crate::pg::seed(&served.url, products, stores, HUGE_STOCK).await?);
+    let raw_skus = Arc::new(crate::pg::seed(&raw.url, products, stores, HUGE_STOCK).await?);
+    let mut launch = Launch::new(&ctx.binary, &ctx.db(name));
+    launch.database_url = Some(served.url.clone());
+    let server = Server::start(&launch).await?;
+    let gql = server.client(ctx.clients)?;
+    reserve_run(&gql, &skus, ctx.clients, hot, Duration::from_millis(500)).await;
+    let mut server_runs = Vec::new();
+    let mut baseline_runs = Vec::new();
+    for run in 1..=ctx.runs {
+        let s = reserve_run(&gql, &skus, ctx.clients, hot, ctx.duration).await;
+        print_run("server", run, &s, "ops/s");
+        server_runs.push(s);
+        let b =
+            crate::pg::reserve_loop(&raw.url, &raw_skus, ctx.clients, hot, ctx.duration).await?;
+        print_run("baseline", run, &b, "ops/s");
+        baseline_runs.push(b);
+    }
+    server.stop().await;
+    served.drop_now().await;
+    raw.drop_now().await;
     Ok(rows_of(name, "ops/s", &server_runs, &baseline_runs, true))
 }
