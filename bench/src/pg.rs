@@ -252,3 +252,34 @@ mod tests {
         );
     }
 }
+
+/// Inserts `events` into the outbox of the database at `url`, unpositioned and unpublished, in
+/// one transaction (batches of 5,000 rows through `UNNEST`).
+pub async fn insert_backlog(url: &str, events: &[crate::baseline::EventRow]) -> BenchResult<()> {
+    let mut conn = PgConnection::connect(url).await.map_err(pg)?;
+    let mut tx = conn.begin().await.map_err(pg)?;
+    for chunk in events.chunks(5_000) {
+        let column = |f: fn(&crate::baseline::EventRow) -> String| -> Vec<String> {
+            chunk.iter().map(f).collect()
+        };
+        sqlx::query(
+            "INSERT INTO events (id, event_type, aggregate_type, aggregate_id, store_id, \
+             product_id, payload, occurred_at) \
+             SELECT id, 'reservation.created', 'reservation', aggregate, store, product, \
+             payload::json, occurred::timestamptz \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[]) \
+             AS t(id, aggregate, store, product, payload, occurred)",
+        )
+        .bind(chunk.iter().map(|e| e.id).collect::<Vec<Uuid>>())
+        .bind(column(|e| e.aggregate_id.clone()))
+        .bind(column(|e| e.store_id.clone()))
+        .bind(chunk.iter().map(|e| e.product_id).collect::<Vec<Uuid>>())
+        .bind(column(|e| e.payload.clone()))
+        .bind(column(|e| e.occurred_at.clone()))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg)?;
+    }
+    tx.commit().await.map_err(pg)?;
+    Ok(())
+}

@@ -8,6 +8,7 @@ mod m20261123_000003_create_outbox;
 mod m20261123_000004_pending_events_index;
 mod m20261123_000005_event_delivery;
 mod m20261201_000006_relay_term;
+mod m20261201_000007_unpositioned_index;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_pending_events_index::Migration),
             Box::new(m20261123_000005_event_delivery::Migration),
             Box::new(m20261201_000006_relay_term::Migration),
+            Box::new(m20261201_000007_unpositioned_index::Migration),
         ]
     }
 }

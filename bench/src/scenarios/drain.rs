@@ -1,5 +1,6 @@
 //! `relay-drain`: a backlog in the outbox, the server started against a fresh stream, timed
-//! until the stream holds all of it, beside raw pipelined `XADD`.
+//! until the stream holds all of it, beside raw pipelined `XADD`. With `--postgres`, the
+//! outbox is a fresh PostgreSQL database per run.
 
 use super::*;
 
@@ -20,13 +21,25 @@ pub async fn relay_drain(ctx: &Context) -> BenchResult<Vec<Row>> {
     let n = ctx.events as f64;
     for run in 1..=ctx.runs {
         let db = ctx.db(&format!("drain-{run}"));
-        baseline::migrate(&ctx.binary, &db).await?;
-        let (path, ev) = (db.clone(), events.clone());
-        tokio::task::spawn_blocking(move || baseline::insert_backlog(&path, &ev))
-            .await
-            .map_err(|e| e.to_string())??;
+        let postgres = match &ctx.postgres {
+            Some(url) => {
+                let database =
+                    crate::pg::Database::create(url, &format!("drain_{run}"), &ctx.binary).await?;
+                crate::pg::insert_backlog(&database.url, &events).await?;
+                Some(database)
+            }
+            None => {
+                baseline::migrate(&ctx.binary, &db).await?;
+                let (path, ev) = (db.clone(), events.clone());
+                tokio::task::spawn_blocking(move || baseline::insert_backlog(&path, &ev))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                None
+            }
+        };
         let stream = format!("bench-drain-{run}");
         let mut launch = Launch::new(&ctx.binary, &db);
+        launch.database_url = postgres.as_ref().map(|database| database.url.clone());
         launch.redis_url = Some(redis.url.clone());
         launch.stream = Some(stream.clone());
         let server = Server::start(&launch).await?;
@@ -46,6 +59,9 @@ pub async fn relay_drain(ctx: &Context) -> BenchResult<Vec<Row>> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         server.stop().await;
+        if let Some(database) = postgres {
+            database.drop_now().await;
+        }
         let rate = n / elapsed.as_secs_f64();
         eprintln!("  run {run} server   {rate:>10.0} events/s ({elapsed:.2?} from process start)");
         server_rates.push(rate);
@@ -62,6 +78,10 @@ pub async fn relay_drain(ctx: &Context) -> BenchResult<Vec<Row>> {
         redis_util::del(&mut conn, &raw_key).await?;
         let _ = std::fs::remove_file(&db);
     }
+    let name = match ctx.postgres {
+        Some(_) => "relay-drain-pg",
+        None => name,
+    };
     Ok(vec![Row::throughput(
         name,
         "events/s",
