@@ -84,11 +84,13 @@ pub struct FairUseSettings {
     )]
     pub cost_burst_read: u64,
 
-    /// Cost points a `write` key's bucket gains per second; 0: no cost limit.
+    /// Cost points a `write` key's bucket gains per second; 0 (the default): no cost limit.
+    /// Write keys belong to trusted services such as checkout, which a limit meant for
+    /// dashboards must not slow.
     #[arg(
         long,
         env = "STOCKROOM_COST_RATE_WRITE",
-        default_value_t = 200_000,
+        default_value_t = 0,
         global = true
     )]
     pub cost_rate_write: u64,
@@ -102,11 +104,11 @@ pub struct FairUseSettings {
     )]
     pub cost_burst_write: u64,
 
-    /// Cost points an `admin` key's bucket gains per second; 0: no cost limit.
+    /// Cost points an `admin` key's bucket gains per second; 0 (the default): no cost limit.
     #[arg(
         long,
         env = "STOCKROOM_COST_RATE_ADMIN",
-        default_value_t = 200_000,
+        default_value_t = 0,
         global = true
     )]
     pub cost_rate_admin: u64,

@@ -19,6 +19,7 @@ mod relay;
 mod reservations;
 mod schema;
 mod security;
+mod settings;
 mod sqlite_build;
 mod stock;
 mod stream_identity;
