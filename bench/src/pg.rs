@@ -283,3 +283,109 @@ pub async fn insert_backlog(url: &str, events: &[crate::baseline::EventRow]) -> 
     tx.commit().await.map_err(pg)?;
     Ok(())
 }
+
+/// One dashboard request without GraphQL or HTTP on PostgreSQL: the same three SELECTs the
+/// server sends (the page of levels, then its products and stores by id, every column, as the
+/// service's entities read them), then the same response JSON. Returns the body's length.
+async fn dashboard_once(pool: &PgPool, page: usize) -> Result<usize, String> {
+    use crate::baseline::{LevelRow, ProductRow, page_json};
+    use std::collections::HashMap;
+    type Level = (
+        i64,
+        Uuid,
+        String,
+        i32,
+        i32,
+        i32,
+        i32,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    );
+    let rows: Vec<Level> = sqlx::query_as(
+        "SELECT id, product_id, store_id, quantity, reserved, reorder_point, version, \
+         created_at, updated_at FROM stock_levels ORDER BY id ASC LIMIT $1",
+    )
+    .bind(page as i64 + 1)
+    .fetch_all(pool)
+    .await
+    .map_err(pg)?;
+    let mut levels: Vec<LevelRow> = rows
+        .into_iter()
+        .map(
+            |(_, product_id, store_id, quantity, reserved, ..)| LevelRow {
+                product_id,
+                store_id,
+                quantity: quantity.into(),
+                reserved: reserved.into(),
+            },
+        )
+        .collect();
+    levels.truncate(page);
+    let mut product_ids: Vec<Uuid> = levels.iter().map(|l| l.product_id).collect();
+    product_ids.sort_unstable();
+    product_ids.dedup();
+    let mut store_ids: Vec<String> = levels.iter().map(|l| l.store_id.clone()).collect();
+    store_ids.sort_unstable();
+    store_ids.dedup();
+    type Product = (
+        Uuid,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    );
+    let products: Vec<Product> = sqlx::query_as(
+        "SELECT id, sku, name, description, category, price, created_at, updated_at \
+         FROM products WHERE id = ANY($1)",
+    )
+    .bind(&product_ids)
+    .fetch_all(pool)
+    .await
+    .map_err(pg)?;
+    let products: HashMap<Uuid, ProductRow> = products
+        .into_iter()
+        .map(|(id, sku, name, ..)| (id, ProductRow { sku, name }))
+        .collect();
+    let stores: Vec<(String, String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT id, name, created_at FROM stores WHERE id = ANY($1)")
+            .bind(&store_ids)
+            .fetch_all(pool)
+            .await
+            .map_err(pg)?;
+    let stores: HashMap<String, String> =
+        stores.into_iter().map(|(id, name, _)| (id, name)).collect();
+    Ok(page_json(&levels, &products, &stores)?.len())
+}
+
+/// The dashboard baseline: `clients` connections repeating [`dashboard_once`] for `duration`.
+pub async fn dashboard_loop(
+    url: &str,
+    clients: usize,
+    page: usize,
+    duration: Duration,
+) -> BenchResult<RunStats> {
+    let pool = PgPoolOptions::new()
+        .min_connections(clients as u32)
+        .max_connections(clients as u32)
+        .connect(url)
+        .await
+        .map_err(pg)?;
+    Ok(load::run_async(clients, duration, move |_, _| {
+        let pool = pool.clone();
+        async move { dashboard_once(&pool, page).await.map(drop) }
+    })
+    .await)
+}
+
+/// Length of the baseline's dashboard body (to compare with the server's).
+pub async fn dashboard_body_len(url: &str, page: usize) -> BenchResult<usize> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(pg)?;
+    dashboard_once(&pool, page).await
+}

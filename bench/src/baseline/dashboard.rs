@@ -45,16 +45,18 @@ struct StoreRef<'a> {
     name: &'a str,
 }
 
-struct LevelRow {
-    product_id: Uuid,
-    store_id: String,
-    quantity: i64,
-    reserved: i64,
+/// A stock level as the dashboard uses it.
+pub(crate) struct LevelRow {
+    pub(crate) product_id: Uuid,
+    pub(crate) store_id: String,
+    pub(crate) quantity: i64,
+    pub(crate) reserved: i64,
 }
 
-struct ProductRow {
-    sku: String,
-    name: String,
+/// A product as the dashboard uses it.
+pub(crate) struct ProductRow {
+    pub(crate) sku: String,
+    pub(crate) name: String,
 }
 
 fn in_list(n: usize) -> String {
@@ -137,6 +139,16 @@ fn dashboard_once(conn: &Conn, page: usize) -> SqlResult<usize> {
             stores_stmt.column_text(1).to_owned(),
         );
     }
+    let body = page_json(&levels, &products, &stores).map_err(SqlError)?;
+    Ok(body.len())
+}
+
+/// The response body of a dashboard page, as the server writes it.
+pub(crate) fn page_json(
+    levels: &[LevelRow],
+    products: &HashMap<Uuid, ProductRow>,
+    stores: &HashMap<String, String>,
+) -> Result<Vec<u8>, String> {
     let empty = ProductRow {
         sku: String::new(),
         name: String::new(),
@@ -161,13 +173,12 @@ fn dashboard_once(conn: &Conn, page: usize) -> SqlResult<usize> {
             }
         })
         .collect();
-    let body = serde_json::to_vec(&Page {
+    serde_json::to_vec(&Page {
         data: PageData {
             stock_levels: Edges { edges },
         },
     })
-    .map_err(|e| SqlError(e.to_string()))?;
-    Ok(body.len())
+    .map_err(|e| e.to_string())
 }
 
 /// The dashboard baseline: `threads` OS threads, one connection each, repeating

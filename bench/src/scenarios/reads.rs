@@ -8,6 +8,9 @@ const DASHBOARD: &str = "query Dashboard { stockLevels(first: 100) { edges { nod
 
 /// `dashboard-reads`, plus the SQL statement count of one request.
 pub async fn dashboard(ctx: &Context) -> BenchResult<Vec<Row>> {
+    if let Some(url) = &ctx.postgres {
+        return dashboard_on_postgres(ctx, url).await;
+    }
     let name = "dashboard-reads";
     eprintln!(
         "{name}: {} clients, baseline {} thread(s), {} runs × {:?}",
@@ -108,4 +111,62 @@ async fn sql_count(ctx: &Context, db: &Path) -> BenchResult<usize> {
         .unwrap_or(0);
     server.stop().await;
     Ok(count)
+}
+
+/// `dashboard-reads` on PostgreSQL: the server on one fresh database, the raw baseline (the
+/// same SELECTs and JSON, `--read-clients` connections) on another seeded alike.
+async fn dashboard_on_postgres(ctx: &Context, url: &str) -> BenchResult<Vec<Row>> {
+    let name = "dashboard-reads-pg";
+    eprintln!(
+        "{name}: {} clients, {} runs × {:?}, PostgreSQL at {url}",
+        ctx.read_clients, ctx.runs, ctx.duration
+    );
+    let served = crate::pg::Database::create(url, "dashboard_server", &ctx.binary).await?;
+    let raw = crate::pg::Database::create(url, "dashboard_raw", &ctx.binary).await?;
+    crate::pg::seed(&served.url, ctx.products, ctx.stores, HUGE_STOCK).await?;
+    crate::pg::seed(&raw.url, ctx.products, ctx.stores, HUGE_STOCK).await?;
+    let mut launch = Launch::new(&ctx.binary, &ctx.db(name));
+    launch.database_url = Some(served.url.clone());
+    let server = Server::start(&launch).await?;
+    let gql = server.client(ctx.read_clients)?;
+    let sample = gql.run_raw(DASHBOARD, json!({})).await?;
+    if has_errors(&sample) {
+        return Err(format!(
+            "dashboard query failed: {}",
+            String::from_utf8_lossy(&sample)
+        ));
+    }
+    let base_len = crate::pg::dashboard_body_len(&raw.url, 100).await?;
+    eprintln!(
+        "  response bytes: server {} / baseline {base_len}",
+        sample.len()
+    );
+    let read = |duration: Duration| {
+        let gql = gql.clone();
+        load::run_async(ctx.read_clients, duration, move |_, _| {
+            let gql = gql.clone();
+            async move {
+                let body = gql.run_raw(DASHBOARD, json!({})).await?;
+                if has_errors(&body) {
+                    return Err(String::from_utf8_lossy(&body).into_owned());
+                }
+                Ok(())
+            }
+        })
+    };
+    read(Duration::from_millis(500)).await;
+    let mut server_runs = Vec::new();
+    let mut baseline_runs = Vec::new();
+    for run in 1..=ctx.runs {
+        let s = read(ctx.duration).await;
+        print_run("server", run, &s, "req/s");
+        server_runs.push(s);
+        let b = crate::pg::dashboard_loop(&raw.url, ctx.read_clients, 100, ctx.duration).await?;
+        print_run("baseline", run, &b, "req/s");
+        baseline_runs.push(b);
+    }
+    server.stop().await;
+    served.drop_now().await;
+    raw.drop_now().await;
+    Ok(rows_of(name, "req/s", &server_runs, &baseline_runs, true))
 }
