@@ -236,23 +236,6 @@ pub async fn reserve_loop(
     Ok(stats)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn puts_the_database_in_the_url() {
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432", "x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/old?sslmode=disable", "x"),
-            "postgres://u:p@h:5432/x?sslmode=disable"
-        );
-    }
-}
-
 /// Inserts `events` into the outbox of the database at `url`, unpositioned and unpublished, in
 /// one transaction (batches of 5,000 rows through `UNNEST`).
 pub async fn insert_backlog(url: &str, events: &[crate::baseline::EventRow]) -> BenchResult<()> {
@@ -388,4 +371,21 @@ pub async fn dashboard_body_len(url: &str, page: usize) -> BenchResult<usize> {
         .await
         .map_err(pg)?;
     dashboard_once(&pool, page).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn puts_the_database_in_the_url() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/old?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+    }
 }
