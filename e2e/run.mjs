@@ -9,21 +9,20 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
-import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { BIN, Server } from './server.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..');
 const ARTIFACTS = join(HERE, 'artifacts');
 const DOCS = join(ROOT, 'docs');
-const BIN = resolve(ROOT, process.env.STOCKROOM_BIN || 'target/debug/stockroom');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
   '--headless',
@@ -44,75 +43,6 @@ mkdirSync(ARTIFACTS, { recursive: true });
 
 // ------------------------------------------------------------------ the server
 
-class Server {
-  /** `keys`: the API keys; `null` starts the open first-run mode (no keys, loopback only). */
-  constructor(dbPath, keys = API_KEYS) {
-    this.dbPath = dbPath;
-    this.keys = keys;
-    this.process = null;
-    this.url = null;
-    this.starts = 0;
-  }
-
-  /** Starts the binary; `listen` defaults to a free port, a restart reuses the previous one. */
-  async start(listen = '127.0.0.1:0') {
-    if (!existsSync(BIN)) throw new Error(`server binary not found at ${BIN}: run \`cargo build\` or set STOCKROOM_BIN`);
-    this.starts += 1;
-    const log = createWriteStream(join(ARTIFACTS, `server-${this.starts}.log`));
-    const env = { ...process.env, STOCKROOM_API_KEYS: this.keys, RUST_LOG: process.env.RUST_LOG || 'info' };
-    if (this.keys === null) delete env.STOCKROOM_API_KEYS;
-    const child = spawn(BIN, ['--listen', listen, '--database-url', `sqlite://${this.dbPath}?mode=rwc`], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.process = child;
-    child.stderr.pipe(log);
-    const url = await new Promise((resolveUrl, reject) => {
-      let buffer = '';
-      const timer = setTimeout(() => reject(new Error(`server did not print "listening on" within 30 s:\n${buffer}`)), 30000);
-      child.stdout.on('data', (chunk) => {
-        log.write(chunk);
-        buffer += chunk.toString();
-        const match = buffer.match(/listening on (http:\/\/[^\s]+)/);
-        if (match) {
-          clearTimeout(timer);
-          resolveUrl(match[1]);
-        }
-      });
-      child.once('exit', (code, signal) => {
-        clearTimeout(timer);
-        reject(new Error(`server exited early (code ${code}, signal ${signal}); see e2e/artifacts/server-${this.starts}.log`));
-      });
-    });
-    this.url = url;
-    return url;
-  }
-
-  async stop() {
-    const child = this.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, 'exit');
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
-    await exited;
-    clearTimeout(timer);
-  }
-
-  async restart() {
-    const listen = new URL(this.url).host;
-    await this.stop();
-    let lastError;
-    for (let attempt = 0; attempt < 20; attempt += 1) {
-      try {
-        return await this.start(listen);
-      } catch (error) {
-        lastError = error; // the port may still be held for a moment
-        await sleep(250);
-      }
-    }
-    throw lastError;
-  }
-}
 
 async function gql(server, query, variables = {}, key = ADMIN_KEY) {
   const response = await fetch(`${server.url}/graphql`, {
@@ -244,7 +174,7 @@ test('prerequisites: Chromium and the server binary are installed', () => {
 
 describe('playground and dashboard in Chromium', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'stockroom-e2e-'));
-  const server = new Server(join(tmp, 'e2e.db'));
+  const server = new Server(join(tmp, 'e2e.db'), API_KEYS);
   let browser;
   let context;
   let products;

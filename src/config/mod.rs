@@ -243,8 +243,8 @@ pub struct Settings {
     )]
     pub max_response_bytes: usize,
 
-    /// Deepest GraphQL selection accepted.
-    #[arg(long, env = "STOCKROOM_MAX_DEPTH", default_value_t = 12, global = true)]
+    /// Deepest GraphQL selection accepted (the playground's introspection query is 15 deep).
+    #[arg(long, env = "STOCKROOM_MAX_DEPTH", default_value_t = 15, global = true)]
     pub max_depth: usize,
 
     /// Largest GraphQL query complexity accepted: each field counts 1, and a list field counts

@@ -86,7 +86,7 @@ pub(crate) fn page_limit(ctx: &Context<'_>) -> i32 {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_depth: 12,
+            max_depth: 15,
             max_complexity: 20_000,
             max_aliases: 30,
             max_fields: 2_000,

@@ -11,6 +11,7 @@ mod durability;
 mod events;
 mod fair_use;
 mod fencing;
+mod graphql_http;
 mod leadership;
 mod live;
 mod migrations;

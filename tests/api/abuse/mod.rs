@@ -128,9 +128,16 @@ async fn get_without_a_browser_and_batches_when_enabled() {
         env: vec![("STOCKROOM_MAX_BATCH".into(), "3".into())],
         ..Default::default()
     });
-    let admin = server.admin();
-    let get = admin.get("/graphql").await;
-    assert_eq!(get.status(), 405);
+    // A GET that is not from a browser is a GraphQL request: it needs a key, then a query.
+    let anonymous = server.client(None).get("/graphql").await;
+    assert_eq!(anonymous.status(), 401);
+    let get = reqwest::Client::new()
+        .get(format!("{}/graphql", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 400);
     let body: Value = get.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
     let batch = reqwest::Client::new()

@@ -1,5 +1,14 @@
-//! GraphQL over HTTP: `POST /graphql` (JSON bodies, API keys, batches, a response budget,
-//! metrics per operation) and `GET /graphql` (the playground for browsers).
+//! GraphQL over HTTP, as the GraphQL-over-HTTP specification says: `POST /graphql` (JSON
+//! bodies, API keys, batches, metrics per operation), `GET /graphql` (queries in the URL; the
+//! playground for browsers: see `get`), answers in the media type the client accepts
+//! (`media`), with a response budget and `THROTTLED` as 429 (`reply`).
+
+mod get;
+mod media;
+mod reply;
+
+pub use get::get_graphql;
+pub(super) use reply::throttled_response;
 
 use std::time::Instant;
 
@@ -11,12 +20,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{HttpState, assets, browsers, header_text, presented_key};
+use self::media::Media;
+use super::{HttpState, browsers, presented_key};
 use crate::auth::Principal;
 use crate::error::AppError;
 
 /// A GraphQL-shaped error response with `extensions.code`.
-pub(super) fn error_response(status: StatusCode, error: AppError) -> Response {
+pub(in crate::http) fn error_response(status: StatusCode, error: AppError) -> Response {
     let server_error = ServerError::new(error.to_string(), None);
     let mut gql = async_graphql::Response::from_errors(vec![server_error]);
     for e in &mut gql.errors {
@@ -71,110 +81,7 @@ pub async fn post_graphql(
     for request in requests {
         responses.push(execute(&state, request, principal).await);
     }
-    // 429 only when nothing ran: a client must not retry a batch whose other parts ran.
-    let throttled = responses
-        .iter()
-        .map(retry_after)
-        .collect::<Option<Vec<_>>>()
-        .and_then(|waits| waits.into_iter().max());
-    let mut reply = if batched {
-        let batch = async_graphql::BatchResponse::Batch(responses);
-        bounded_json(&batch, state.max_response_bytes)
-    } else {
-        let response = responses.pop().unwrap_or_default();
-        bounded_json(&response, state.max_response_bytes)
-    };
-    if let Some(wait) = throttled {
-        throttle(&mut reply, wait);
-    }
-    reply
-}
-
-/// How long a response refused with `THROTTLED` asks to wait, in milliseconds.
-fn retry_after(response: &async_graphql::Response) -> Option<u64> {
-    response.errors.iter().find_map(|error| {
-        let extensions = error.extensions.as_ref()?;
-        if extensions.get("code")? != &async_graphql::Value::from("THROTTLED") {
-            return None;
-        }
-        match extensions.get("retryAfterMs") {
-            Some(async_graphql::Value::Number(ms)) => ms.as_u64(),
-            _ => Some(1000),
-        }
-    })
-}
-
-/// Makes `reply` a 429 with `Retry-After` (whole seconds, rounded up).
-fn throttle(reply: &mut Response, wait_ms: u64) {
-    *reply.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    let seconds = wait_ms.div_ceil(1000).max(1);
-    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
-        reply
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, value);
-    }
-}
-
-/// A `THROTTLED` refusal before any GraphQL runs (a WebSocket upgrade over a cap).
-pub(super) fn throttled_response(error: AppError) -> Response {
-    let wait = match &error {
-        AppError::Throttled { retry_after_ms, .. } => *retry_after_ms,
-        _ => 1000,
-    };
-    let mut reply = error_response(StatusCode::TOO_MANY_REQUESTS, error);
-    throttle(&mut reply, wait);
-    reply
-}
-
-/// A buffer that refuses to grow past its budget, so serialization stops there.
-struct CappedBuffer {
-    bytes: Vec<u8>,
-    max: usize,
-}
-
-impl std::io::Write for CappedBuffer {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.bytes.len() + data.len() > self.max {
-            return Err(std::io::Error::other("over the response budget"));
-        }
-        self.bytes.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Serializes a GraphQL response; one larger than `max_bytes` is replaced by an error that
-/// says so. Serialization stops at the budget: the client is never sent, and the server never
-/// buffers, more than that.
-fn bounded_json(response: &impl serde::Serialize, max_bytes: usize) -> Response {
-    let mut buffer = CappedBuffer {
-        bytes: Vec::new(),
-        max: max_bytes,
-    };
-    if let Err(error) = serde_json::to_writer(&mut buffer, response) {
-        if !error.is_io() {
-            let error = AppError::Internal(format!("serializing a response: {error}"));
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error);
-        }
-        metrics::counter!("stockroom_responses_too_large_total").increment(1);
-        let error = AppError::bad_input(format!(
-            "response too large: more than {max_bytes} bytes (--max-response-bytes); ask for \
-             fewer items or fields"
-        ));
-        return error_response(StatusCode::OK, error);
-    }
-    let body = buffer.bytes;
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/graphql-response+json",
-        )],
-        body,
-    )
-        .into_response()
+    reply::respond(&state, Media::negotiate(&headers), responses, batched)
 }
 
 /// Parses one request object, or a JSON array of at most `max_batch` of them.
@@ -204,7 +111,7 @@ fn parse_body(body: &[u8], max_batch: usize) -> Result<Vec<async_graphql::Reques
 }
 
 /// Runs one operation with the caller's principal and per-request loaders; records metrics.
-async fn execute(
+pub(super) async fn execute(
     state: &HttpState,
     request: async_graphql::Request,
     principal: Principal,
@@ -259,18 +166,4 @@ impl OperationLabels {
             "other".to_owned()
         }
     }
-}
-
-/// `GET /graphql`: the playground for browsers.
-pub async fn get_graphql(headers: HeaderMap) -> Response {
-    let wants_html = header_text(&headers, "accept").is_some_and(|a| a.contains("text/html"));
-    if wants_html {
-        return assets::playground().await;
-    }
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        AppError::bad_input(
-            "send GraphQL requests with POST; GET serves the playground to browsers",
-        ),
-    )
 }
