@@ -14,6 +14,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::routing::get;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -152,10 +153,15 @@ pub fn router(
         max_response_bytes: limits.max_response_bytes,
         operation_labels: Default::default(),
     };
+    assets::precompress();
     Router::new()
         .route(
             "/graphql",
-            get(graphql::get_graphql).post(graphql::post_graphql),
+            get(graphql::get_graphql)
+                .post(graphql::post_graphql)
+                // GraphQL responses in the encoding the client accepts (never the WebSocket
+                // route; the pages' files come precompressed, see `assets`).
+                .layer(CompressionLayer::new()),
         )
         .route("/graphql/ws", get(websocket::websocket))
         .route("/", get(assets::playground))

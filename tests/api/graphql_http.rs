@@ -6,6 +6,7 @@
 use reqwest::header::{ACCEPT, ALLOW, CONTENT_TYPE};
 use serde_json::{Value, json};
 
+use crate::common::ws::WAIT;
 use crate::common::*;
 
 const RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -147,4 +148,87 @@ async fn the_media_type_follows_accept_and_request_errors_are_400_without_data()
         400,
         "a variable that does not coerce is a request error"
     );
+}
+
+#[tokio::test]
+async fn responses_are_compressed_when_accepted_and_pages_revalidate_to_304() {
+    use std::io::Read;
+    let server = Server::start();
+    let admin = server.admin();
+    for i in 0..30 {
+        seed(&admin, &format!("z{i}"), &format!("ZIP-{i}"), 5).await;
+    }
+    let query = json!({ "query": "{ stockLevels(first: 100) { edges { node { quantity product { sku name } store { name } } } } }" });
+    let post = |encoding: Option<&'static str>| {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/graphql", server.url))
+            .bearer_auth(READ_KEY)
+            .json(&query);
+        if let Some(encoding) = encoding {
+            request = request.header("accept-encoding", encoding);
+        }
+        request.send()
+    };
+    let plain = post(None).await.expect("an answer");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain: Value = plain.json().await.expect("JSON");
+    let zipped = post(Some("gzip")).await.expect("an answer");
+    assert_eq!(
+        zipped
+            .headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let bytes = zipped.bytes().await.expect("body");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut text)
+        .expect("gzip");
+    let unzipped: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(unzipped["data"], plain["data"]);
+    assert!(
+        bytes.len() * 3 < text.len(),
+        "{} → {}",
+        text.len(),
+        bytes.len()
+    );
+
+    // The pages' files: compressed once in the background, then served compressed; a strong
+    // validator turns a second visit into 304s without a body.
+    for path in ["/", "/dashboard", "/playground/assets/index.js"] {
+        let url = format!("{}{path}", server.url);
+        let first = eventually(WAIT, "the file to be served compressed", || async {
+            let answer = reqwest::Client::new()
+                .get(&url)
+                .header("accept", "text/html")
+                .header("accept-encoding", "gzip, br")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            match answer
+                .headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some("br") => Ok(answer),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let etag = first.headers().get("etag").expect("an ETag").clone();
+        assert!(
+            !etag.to_str().unwrap_or_default().starts_with("W/"),
+            "a strong validator"
+        );
+        let again = reqwest::Client::new()
+            .get(&url)
+            .header("accept", "text/html")
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(again.status(), 304, "{path}");
+        assert!(again.bytes().await.expect("body").is_empty());
+    }
 }

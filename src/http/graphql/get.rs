@@ -34,7 +34,7 @@ pub async fn get_graphql(
 ) -> Response {
     let wants_html = header_text(&headers, "accept").is_some_and(|a| a.contains("text/html"));
     if wants_html {
-        return assets::playground().await;
+        return assets::playground(headers).await;
     }
     let key = presented_key(&headers);
     let principal = match state.app.keys.authenticate(key.as_deref()) {

@@ -4,9 +4,16 @@
 //! `playground/dist/`, which is committed, so building the binary needs no Node. The dashboard is
 //! plain HTML, CSS and JavaScript in `playground/`. Nothing is loaded from a CDN: every file a page
 //! needs is in [`ASSETS`] and served under `/playground/`.
+//!
+//! Each file has a strong `ETag` (a hash of its bytes): browsers revalidate (`no-cache`) and get
+//! `304 Not Modified` with no body while the binary is the same, so a second visit downloads
+//! nothing. Each is also compressed once per process (brotli and gzip, in the background at
+//! start) and served in the encoding the client accepts.
+
+mod encoded;
 
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// One embedded file: its path under `/playground/`, content type and bytes.
@@ -25,10 +32,10 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// The GraphiQL page (`GET /`, and `GET /graphql` from a browser).
-const PLAYGROUND_HTML: &[u8] = include_bytes!("../../playground/dist/index.html");
+const PLAYGROUND_HTML: &[u8] = include_bytes!("../../../playground/dist/index.html");
 
 /// The dashboard page (`GET /dashboard`).
-const DASHBOARD_HTML: &[u8] = include_bytes!("../../playground/dashboard.html");
+const DASHBOARD_HTML: &[u8] = include_bytes!("../../../playground/dashboard.html");
 
 /// Every file the pages load, served as `/playground/{path}`.
 pub const ASSETS: &[Asset] = &[
@@ -40,12 +47,12 @@ pub const ASSETS: &[Asset] = &[
     Asset {
         path: "assets/index.js",
         content_type: JS,
-        body: include_bytes!("../../playground/dist/assets/index.js"),
+        body: include_bytes!("../../../playground/dist/assets/index.js"),
     },
     Asset {
         path: "assets/index.css",
         content_type: CSS,
-        body: include_bytes!("../../playground/dist/assets/index.css"),
+        body: include_bytes!("../../../playground/dist/assets/index.css"),
     },
     Asset {
         path: "dashboard.html",
@@ -55,12 +62,12 @@ pub const ASSETS: &[Asset] = &[
     Asset {
         path: "dashboard.js",
         content_type: JS,
-        body: include_bytes!("../../playground/dashboard.js"),
+        body: include_bytes!("../../../playground/dashboard.js"),
     },
     Asset {
         path: "dashboard.css",
         content_type: CSS,
-        body: include_bytes!("../../playground/dashboard.css"),
+        body: include_bytes!("../../../playground/dashboard.css"),
     },
 ];
 
@@ -69,12 +76,34 @@ pub const ASSETS: &[Asset] = &[
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
      font-src 'self' data:; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'";
 
-fn serve(content_type: &'static str, body: &'static [u8]) -> Response {
-    let mut response = body.into_response();
+fn serve(request: &HeaderMap, content_type: &'static str, body: &'static [u8]) -> Response {
+    let etag = encoded::etag(body);
+    let not_modified = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag));
+    let encoding = encoded::choose(request, body);
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        match encoding {
+            Some((name, bytes)) => {
+                let mut response = bytes.clone().into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
+                response
+            }
+            None => body.into_response(),
+        }
+    };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // Names are not content-hashed: let the browser revalidate so a new binary's files are used.
+    // Names are not content-hashed: let the browser revalidate (a 304 while unchanged) so a new
+    // binary's files are used.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    headers.insert(header::ETAG, HeaderValue::from_static(etag));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -89,21 +118,30 @@ fn serve(content_type: &'static str, body: &'static [u8]) -> Response {
 }
 
 /// `GET /`: the GraphiQL playground.
-pub async fn playground() -> Response {
-    serve(HTML, PLAYGROUND_HTML)
+pub async fn playground(headers: HeaderMap) -> Response {
+    serve(&headers, HTML, PLAYGROUND_HTML)
 }
 
 /// `GET /dashboard`: the live inventory dashboard.
-pub async fn dashboard() -> Response {
-    serve(HTML, DASHBOARD_HTML)
+pub async fn dashboard(headers: HeaderMap) -> Response {
+    serve(&headers, HTML, DASHBOARD_HTML)
 }
 
 /// `GET /playground/{*path}`: the scripts and stylesheets of both pages.
-pub async fn asset(Path(path): Path<String>) -> Response {
+pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().find(|asset| asset.path == path) {
-        Some(asset) => serve(asset.content_type, asset.body),
+        Some(asset) => serve(&headers, asset.content_type, asset.body),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }
+}
+
+/// Compresses every asset in the background, so no visitor waits for it.
+pub fn precompress() {
+    std::thread::spawn(|| {
+        for asset in ASSETS {
+            encoded::compress(asset.body);
+        }
+    });
 }
 
 #[cfg(test)]
