@@ -33,7 +33,7 @@ fi
 
 # playwright-core never downloads a browser; make sure nothing else tries either.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-if [ ! -d "$here/node_modules/playwright-core" ] || [ ! -d "$here/node_modules/graphql-http" ] || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
+if [ ! -d "$here/node_modules/playwright-core" ] || [ ! -d "$here/node_modules/graphql-http" ] || [ ! -d "$here/node_modules/@apollo/client" ] || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
   echo "e2e: npm ci in e2e/" >&2
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
@@ -46,4 +46,4 @@ fi
 export STOCKROOM_BIN="$bin"
 
 mkdir -p "$here/artifacts"
-exec node --test --test-concurrency=1 --test-reporter=spec "$here/run.mjs" "$here/http.mjs"
+exec node --test --test-concurrency=1 --test-reporter=spec "$here/run.mjs" "$here/http.mjs" "$here/apq.mjs"

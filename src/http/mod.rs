@@ -95,6 +95,8 @@ pub struct HttpState {
     pub live: Live,
     /// Where WebSocket connections run (see [`websocket::connection_runtime`]).
     pub connections: tokio::runtime::Handle,
+    /// Queries known by their SHA-256 (automatic persisted queries).
+    pub persisted: graphql::PersistedQueries,
     /// Most operations in a batched request.
     pub max_batch: usize,
     /// Origins whose pages may open the WebSocket besides same-origin and loopback pages.
@@ -152,6 +154,7 @@ pub fn router(
         metrics_key: limits.metrics_key.as_deref().map(std::sync::Arc::from),
         max_response_bytes: limits.max_response_bytes,
         operation_labels: Default::default(),
+        persisted: Default::default(),
     };
     assets::precompress();
     Router::new()

@@ -409,6 +409,8 @@ async fn a_full_process_refuses_new_selections_but_lets_keys_join_existing_ones(
     assert_eq!(code, "THROTTLED");
     assert!(message.contains("--max-live-selections)"), "{message}");
     second.subscribe("same", LEVELS, json!({ "s": "s1" })).await;
+    // The pong comes once "same" has started: the change below reaches it.
+    second.ping(json!("started")).await.expect("pong");
     admin
         .data(ADJUST, json!({ "p": p, "s": "s1", "d": 1 }))
         .await;

@@ -2,7 +2,8 @@
 //! GraphQL query in the URL (`query`, `variables`, `operationName`, `extensions`, the last two
 //! JSON-encoded), with the same keys, limits and error codes as POST. Only queries: a mutation
 //! or subscription over GET is refused with 405 and `Allow: POST`, since a GET must not change
-//! anything (caches and prefetchers replay GETs freely).
+//! anything (caches and prefetchers replay GETs freely). A query may be named by its hash
+//! (automatic persisted queries, see `persisted`), which is what makes GETs short and cacheable.
 
 use async_graphql::parser::types::OperationType;
 use axum::extract::rejection::QueryRejection;
@@ -12,7 +13,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::media::Media;
-use super::{error_response, execute, reply};
+use super::{error_response, execute, persisted, reply};
 use crate::error::AppError;
 use crate::http::{HttpState, assets, header_text, presented_key};
 
@@ -50,6 +51,13 @@ pub async fn get_graphql(
         Ok(request) => request,
         Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
     };
+    let mut request = request;
+    if let Err(persisted::Refusal::NotFound(error) | persisted::Refusal::Invalid(error)) =
+        state.persisted.apply(&mut request)
+    {
+        let response = async_graphql::Response::from_errors(vec![error]);
+        return reply::respond(&state, Media::negotiate(&headers), vec![response], false);
+    }
     if let Some(OperationType::Mutation | OperationType::Subscription) =
         state.schema.operation_type(&request)
     {
@@ -68,11 +76,15 @@ pub async fn get_graphql(
 
 /// The request the URL's parameters describe.
 fn request_of(params: GetParams) -> Result<async_graphql::Request, AppError> {
-    let query = params
-        .query
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| AppError::bad_input("the URL needs a `query` parameter"))?;
-    let mut request = async_graphql::Request::new(query);
+    let query = params.query.filter(|q| !q.trim().is_empty());
+    let persisted = params
+        .extensions
+        .as_deref()
+        .is_some_and(|e| e.contains("persistedQuery"));
+    if query.is_none() && !persisted {
+        return Err(AppError::bad_input("the URL needs a `query` parameter"));
+    }
+    let mut request = async_graphql::Request::new(query.unwrap_or_default());
     if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
         request = request.operation_name(name);
     }

@@ -5,9 +5,11 @@
 
 mod get;
 mod media;
+mod persisted;
 mod reply;
 
 pub use get::get_graphql;
+pub use persisted::PersistedQueries;
 pub(super) use reply::throttled_response;
 
 use std::time::Instant;
@@ -79,7 +81,7 @@ pub async fn post_graphql(
     let batched = requests.len() > 1 || body.trim_ascii_start().starts_with(b"[");
     let mut responses = Vec::with_capacity(requests.len());
     for request in requests {
-        responses.push(execute(&state, request, principal).await);
+        responses.push(execute_persisted(&state, request, principal).await);
     }
     reply::respond(&state, Media::negotiate(&headers), responses, batched)
 }
@@ -108,6 +110,21 @@ fn parse_body(body: &[u8], max_batch: usize) -> Result<Vec<async_graphql::Reques
         .map_err(|e| {
             AppError::bad_input(format!("the body must be a JSON object with a query: {e}"))
         })
+}
+
+/// Runs one operation, its query filled in from the persisted queries when it names one by hash
+/// (see `persisted`).
+pub(super) async fn execute_persisted(
+    state: &HttpState,
+    mut request: async_graphql::Request,
+    principal: Principal,
+) -> async_graphql::Response {
+    match state.persisted.apply(&mut request) {
+        Ok(()) => execute(state, request, principal).await,
+        Err(persisted::Refusal::NotFound(error) | persisted::Refusal::Invalid(error)) => {
+            async_graphql::Response::from_errors(vec![error])
+        }
+    }
 }
 
 /// Runs one operation with the caller's principal and per-request loaders; records metrics.

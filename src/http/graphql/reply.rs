@@ -29,7 +29,11 @@ pub(super) fn respond(
         bounded_json(&batch, state.max_response_bytes, media)
     } else {
         let response = responses.pop().unwrap_or_default();
-        if media == Media::GraphQLResponse && throttled.is_none() && !validated(&response) {
+        if media == Media::GraphQLResponse
+            && throttled.is_none()
+            && !validated(&response)
+            && !persisted_query_not_found(&response)
+        {
             // A request error: the operation never ran, so there is no `data` to speak of.
             let body = RequestError {
                 errors: &response.errors,
@@ -45,6 +49,18 @@ pub(super) fn respond(
         throttle(&mut reply, wait);
     }
     reply
+}
+
+/// Whether `response` asks the client to send the query behind a hash: 200, as Apollo's
+/// clients expect (they send the query next).
+fn persisted_query_not_found(response: &async_graphql::Response) -> bool {
+    response.errors.iter().any(|error| {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .is_some_and(|code| code == &async_graphql::Value::from("PERSISTED_QUERY_NOT_FOUND"))
+    })
 }
 
 /// A response to a request that failed before execution: errors (and extensions), no `data`.
