@@ -142,6 +142,16 @@ pub async fn seed(
     Ok(skus)
 }
 
+/// A pool of exactly `connections` connections to `url`.
+async fn pool(url: &str, connections: usize) -> BenchResult<PgPool> {
+    PgPoolOptions::new()
+        .min_connections(connections as u32)
+        .max_connections(connections as u32)
+        .connect(url)
+        .await
+        .map_err(pg)
+}
+
 /// One reservation in its own transaction; false when the guard refused it.
 async fn reserve_once(pool: &PgPool, sku: &Sku) -> Result<bool, String> {
     let mut tx = pool.begin().await.map_err(pg)?;
@@ -208,22 +218,11 @@ pub async fn reserve_loop(
     hot: bool,
     duration: Duration,
 ) -> BenchResult<RunStats> {
-    let pool = PgPoolOptions::new()
-        .min_connections(clients as u32)
-        .max_connections(clients as u32)
-        .connect(url)
-        .await
-        .map_err(pg)?;
+    let pool = pool(url, clients).await?;
     let skus = skus.clone();
     let stats = load::run_async(clients, duration, move |worker, i| {
         let pool = pool.clone();
-        let index = if hot {
-            0
-        } else {
-            let x = (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ i.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            (x.rotate_left(17) % skus.len() as u64) as usize
-        };
+        let index = crate::scenarios::level_index(hot, worker, i, skus.len());
         let sku = skus[index].clone();
         async move {
             match reserve_once(&pool, &sku).await? {
@@ -350,12 +349,7 @@ pub async fn dashboard_loop(
     page: usize,
     duration: Duration,
 ) -> BenchResult<RunStats> {
-    let pool = PgPoolOptions::new()
-        .min_connections(clients as u32)
-        .max_connections(clients as u32)
-        .connect(url)
-        .await
-        .map_err(pg)?;
+    let pool = pool(url, clients).await?;
     Ok(load::run_async(clients, duration, move |_, _| {
         let pool = pool.clone();
         async move { dashboard_once(&pool, page).await.map(drop) }
@@ -365,11 +359,7 @@ pub async fn dashboard_loop(
 
 /// Length of the baseline's dashboard body (to compare with the server's).
 pub async fn dashboard_body_len(url: &str, page: usize) -> BenchResult<usize> {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .map_err(pg)?;
+    let pool = pool(url, 1).await?;
     dashboard_once(&pool, page).await
 }
 

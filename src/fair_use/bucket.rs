@@ -80,13 +80,8 @@ impl Buckets {
                 Duration::from_secs(60),
             ));
         }
-        let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(principal.key).or_insert(Bucket {
-            level: rate.burst as f64,
-            updated: now,
-        });
-        bucket.refill(rate, now);
+        let bucket = refilled(&mut buckets, principal, rate);
         let cost_points = cost as f64;
         if bucket.level < cost_points {
             let missing = cost_points - bucket.level;
@@ -113,16 +108,26 @@ impl Buckets {
         if rate.rate == 0 {
             return unlimited();
         }
-        let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(principal.key).or_insert(Bucket {
-            level: rate.burst as f64,
-            updated: now,
-        });
-        bucket.refill(rate, now);
+        let bucket = refilled(&mut buckets, principal, rate);
         bucket.level = (bucket.level + amount as f64).min(rate.burst as f64);
         status(bucket, rate)
     }
+}
+
+/// `principal`'s bucket (full when new), refilled up to now.
+fn refilled(
+    buckets: &mut HashMap<KeyId, Bucket>,
+    principal: Principal,
+    rate: RoleRate,
+) -> &mut Bucket {
+    let now = Instant::now();
+    let bucket = buckets.entry(principal.key).or_insert(Bucket {
+        level: rate.burst as f64,
+        updated: now,
+    });
+    bucket.refill(rate, now);
+    bucket
 }
 
 fn status(bucket: &Bucket, rate: RoleRate) -> Charge {

@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{
-    BaseType, DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
-    TypeKind, TypeSystemDefinition,
+    BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, TypeKind,
+    TypeSystemDefinition,
 };
 use async_graphql::{Name, Value, Variables};
 
@@ -142,15 +142,7 @@ impl CostModel {
         operation_name: Option<&str>,
         variables: &Variables,
     ) -> Option<Measured> {
-        let operation = match (&document.operations, operation_name) {
-            (DocumentOperations::Single(operation), None) => operation,
-            (DocumentOperations::Single(_), Some(_)) => return None,
-            (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
-            (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-                operations.values().next()?
-            }
-            (DocumentOperations::Multiple(_), None) => return None,
-        };
+        let operation = super::document::operation(document, operation_name)?;
         let kind = operation.node.ty;
         let root = self.roots.get(match kind {
             OperationType::Query => "query",

@@ -6,8 +6,27 @@
 
 use std::collections::HashMap;
 
-use async_graphql::Name;
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, Selection, SelectionSet,
+};
+use async_graphql::{Name, Positioned};
+
+/// The operation a request runs: the one named, or the only one; `None` when there is no such
+/// operation (validation says why).
+pub fn operation<'d>(
+    document: &'d ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'d Positioned<OperationDefinition>> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), None) => Some(operation),
+        (DocumentOperations::Single(_), Some(_)) => None,
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next()
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
 
 /// What a document amounts to once every fragment spread is expanded (saturating counts).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

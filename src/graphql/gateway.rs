@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Data, Executor, Request, Response, ServerError};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -82,15 +82,7 @@ impl Gateway {
     /// The type of the operation `request` runs, when its document parses and names one.
     pub fn operation_type(&self, request: &Request) -> Option<OperationType> {
         let (document, _) = self.parse(&request.query).ok()?;
-        let operation = match (&document.operations, request.operation_name.as_deref()) {
-            (DocumentOperations::Single(operation), None) => operation,
-            (DocumentOperations::Single(_), Some(_)) => return None,
-            (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
-            (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-                operations.values().next()?
-            }
-            (DocumentOperations::Multiple(_), None) => return None,
-        };
+        let operation = document::operation(&document, request.operation_name.as_deref())?;
         Some(operation.node.ty)
     }
 

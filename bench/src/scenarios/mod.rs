@@ -169,6 +169,17 @@ async fn seed_graphql(gql: &Gql, products: usize, stores: usize) -> BenchResult<
     Ok(skus)
 }
 
+/// The level the `i`th reservation of `worker` takes: the hot one (`hot`), or a cheap
+/// per-worker pseudo-random walk over `levels` (the server and the baselines walk alike).
+pub(crate) fn level_index(hot: bool, worker: usize, i: u64, levels: usize) -> usize {
+    if hot {
+        return 0;
+    }
+    let x = (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ i.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x.rotate_left(17) % levels as u64) as usize
+}
+
 /// Reservation load against the server: `clients` workers, each `reserveStock` quantity 1 on
 /// the hot level (`hot`) or a random one.
 pub(crate) async fn reserve_run(
@@ -182,14 +193,7 @@ pub(crate) async fn reserve_run(
     let skus = skus.clone();
     load::run_async(clients, duration, move |worker, i| {
         let gql = gql.clone();
-        let index = if hot {
-            0
-        } else {
-            // A cheap per-worker pseudo-random walk over the levels.
-            let x = (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ i.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            (x.rotate_left(17) % skus.len() as u64) as usize
-        };
+        let index = level_index(hot, worker, i, skus.len());
         let sku = skus[index].clone();
         async move {
             let input = json!({ "input": {

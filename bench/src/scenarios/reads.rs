@@ -6,6 +6,22 @@ use super::*;
 const DASHBOARD: &str = "query Dashboard { stockLevels(first: 100) { edges { node { quantity \
     reserved available product { sku name } store { name } } } } }";
 
+/// `clients` workers requesting the dashboard page for `duration`.
+async fn read_run(gql: &Gql, clients: usize, duration: Duration) -> RunStats {
+    let gql = gql.clone();
+    load::run_async(clients, duration, move |_, _| {
+        let gql = gql.clone();
+        async move {
+            let body = gql.run_raw(DASHBOARD, json!({})).await?;
+            if has_errors(&body) {
+                return Err(String::from_utf8_lossy(&body).into_owned());
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// `dashboard-reads`, plus the SQL statement count of one request.
 pub async fn dashboard(ctx: &Context) -> BenchResult<Vec<Row>> {
     if let Some(url) = &ctx.postgres {
@@ -35,19 +51,7 @@ pub async fn dashboard(ctx: &Context) -> BenchResult<Vec<Row>> {
         "  response bytes: server {} / baseline {base_len}",
         sample.len()
     );
-    let read = |duration: Duration| {
-        let gql = gql.clone();
-        load::run_async(ctx.read_clients, duration, move |_, _| {
-            let gql = gql.clone();
-            async move {
-                let body = gql.run_raw(DASHBOARD, json!({})).await?;
-                if has_errors(&body) {
-                    return Err(String::from_utf8_lossy(&body).into_owned());
-                }
-                Ok(())
-            }
-        })
-    };
+    let read = |duration: Duration| read_run(&gql, ctx.read_clients, duration);
     read(Duration::from_millis(500)).await;
     let mut server_runs = Vec::new();
     let mut baseline_runs = Vec::new();
@@ -141,19 +145,7 @@ async fn dashboard_on_postgres(ctx: &Context, url: &str) -> BenchResult<Vec<Row>
         "  response bytes: server {} / baseline {base_len}",
         sample.len()
     );
-    let read = |duration: Duration| {
-        let gql = gql.clone();
-        load::run_async(ctx.read_clients, duration, move |_, _| {
-            let gql = gql.clone();
-            async move {
-                let body = gql.run_raw(DASHBOARD, json!({})).await?;
-                if has_errors(&body) {
-                    return Err(String::from_utf8_lossy(&body).into_owned());
-                }
-                Ok(())
-            }
-        })
-    };
+    let read = |duration: Duration| read_run(&gql, ctx.read_clients, duration);
     read(Duration::from_millis(500)).await;
     let mut server_runs = Vec::new();
     let mut baseline_runs = Vec::new();
