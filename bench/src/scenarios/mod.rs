@@ -208,6 +208,26 @@ pub(crate) async fn reserve_run(
     .await
 }
 
+/// `runs` rounds of a server run then a baseline run (so noise hits both alike), each printed;
+/// the runs of each side.
+pub(crate) async fn alternate(
+    runs: usize,
+    unit: &str,
+    mut server: impl AsyncFnMut() -> RunStats,
+    mut baseline: impl AsyncFnMut() -> BenchResult<RunStats>,
+) -> BenchResult<(Vec<RunStats>, Vec<RunStats>)> {
+    let (mut server_runs, mut baseline_runs) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let s = server().await;
+        print_run("server", run, &s, unit);
+        server_runs.push(s);
+        let b = baseline().await?;
+        print_run("baseline", run, &b, unit);
+        baseline_runs.push(b);
+    }
+    Ok((server_runs, baseline_runs))
+}
+
 pub(crate) fn print_run(label: &str, run: usize, s: &RunStats, unit: &str) {
     eprintln!(
         "  run {run} {label:<8} {:>10.0} {unit}  p50 {:>8.0} µs  p99 {:>8.0} µs  ({} ok, {} errors)",
@@ -276,21 +296,18 @@ pub async fn reserve(ctx: &Context, hot: bool) -> BenchResult<Vec<Row>> {
     let gql = server.client(ctx.clients)?;
     // Warm-up: connections, statement caches.
     reserve_run(&gql, &skus, ctx.clients, hot, Duration::from_millis(500)).await;
-    let mut server_runs = Vec::new();
-    let mut baseline_runs = Vec::new();
-    for run in 1..=ctx.runs {
-        let s = reserve_run(&gql, &skus, ctx.clients, hot, ctx.duration).await;
-        print_run("server", run, &s, "ops/s");
-        server_runs.push(s);
-        let (path, skus2, duration) = (base_path.clone(), base_skus.clone(), ctx.duration);
-        let b = tokio::task::spawn_blocking(move || {
-            baseline::reserve_loop(&path, &skus2, hot, duration)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        print_run("baseline", run, &b, "ops/s");
-        baseline_runs.push(b);
-    }
+    let (server_runs, baseline_runs) = alternate(
+        ctx.runs,
+        "ops/s",
+        async || reserve_run(&gql, &skus, ctx.clients, hot, ctx.duration).await,
+        async || {
+            let (path, skus, duration) = (base_path.clone(), base_skus.clone(), ctx.duration);
+            tokio::task::spawn_blocking(move || baseline::reserve_loop(&path, &skus, hot, duration))
+                .await
+                .map_err(|e| e.to_string())?
+        },
+    )
+    .await?;
     server.stop().await;
     Ok(rows_of(name, "ops/s", &server_runs, &baseline_runs, true))
 }
@@ -324,17 +341,13 @@ async fn reserve_on_postgres(ctx: &Context, url: &str, hot: bool) -> BenchResult
     let server = Server::start(&launch).await?;
     let gql = server.client(ctx.clients)?;
     reserve_run(&gql, &skus, ctx.clients, hot, Duration::from_millis(500)).await;
-    let mut server_runs = Vec::new();
-    let mut baseline_runs = Vec::new();
-    for run in 1..=ctx.runs {
-        let s = reserve_run(&gql, &skus, ctx.clients, hot, ctx.duration).await;
-        print_run("server", run, &s, "ops/s");
-        server_runs.push(s);
-        let b =
-            crate::pg::reserve_loop(&raw.url, &raw_skus, ctx.clients, hot, ctx.duration).await?;
-        print_run("baseline", run, &b, "ops/s");
-        baseline_runs.push(b);
-    }
+    let (server_runs, baseline_runs) = alternate(
+        ctx.runs,
+        "ops/s",
+        async || reserve_run(&gql, &skus, ctx.clients, hot, ctx.duration).await,
+        async || crate::pg::reserve_loop(&raw.url, &raw_skus, ctx.clients, hot, ctx.duration).await,
+    )
+    .await?;
     server.stop().await;
     served.drop_now().await;
     raw.drop_now().await;

@@ -53,21 +53,20 @@ pub async fn dashboard(ctx: &Context) -> BenchResult<Vec<Row>> {
     );
     let read = |duration: Duration| read_run(&gql, ctx.read_clients, duration);
     read(Duration::from_millis(500)).await;
-    let mut server_runs = Vec::new();
-    let mut baseline_runs = Vec::new();
-    for run in 1..=ctx.runs {
-        let s = read(ctx.duration).await;
-        print_run("server", run, &s, "req/s");
-        server_runs.push(s);
-        let (path, threads, duration) = (base_path.clone(), ctx.baseline_threads, ctx.duration);
-        let b = tokio::task::spawn_blocking(move || {
-            baseline::dashboard_loop(&path, threads, 100, duration)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        print_run("baseline", run, &b, "req/s");
-        baseline_runs.push(b);
-    }
+    let (server_runs, baseline_runs) = alternate(
+        ctx.runs,
+        "req/s",
+        async || read(ctx.duration).await,
+        async || {
+            let (path, threads, duration) = (base_path.clone(), ctx.baseline_threads, ctx.duration);
+            tokio::task::spawn_blocking(move || {
+                baseline::dashboard_loop(&path, threads, 100, duration)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        },
+    )
+    .await?;
     server.stop().await;
     let mut rows = rows_of(name, "req/s", &server_runs, &baseline_runs, true);
     if ctx.external.is_none() {
@@ -147,16 +146,13 @@ async fn dashboard_on_postgres(ctx: &Context, url: &str) -> BenchResult<Vec<Row>
     );
     let read = |duration: Duration| read_run(&gql, ctx.read_clients, duration);
     read(Duration::from_millis(500)).await;
-    let mut server_runs = Vec::new();
-    let mut baseline_runs = Vec::new();
-    for run in 1..=ctx.runs {
-        let s = read(ctx.duration).await;
-        print_run("server", run, &s, "req/s");
-        server_runs.push(s);
-        let b = crate::pg::dashboard_loop(&raw.url, ctx.read_clients, 100, ctx.duration).await?;
-        print_run("baseline", run, &b, "req/s");
-        baseline_runs.push(b);
-    }
+    let (server_runs, baseline_runs) = alternate(
+        ctx.runs,
+        "req/s",
+        async || read(ctx.duration).await,
+        async || crate::pg::dashboard_loop(&raw.url, ctx.read_clients, 100, ctx.duration).await,
+    )
+    .await?;
     server.stop().await;
     served.drop_now().await;
     raw.drop_now().await;
