@@ -6,6 +6,24 @@ use super::*;
 const DASHBOARD: &str = "query Dashboard { stockLevels(first: 100) { edges { node { quantity \
     reserved available product { sku name } store { name } } } } }";
 
+/// Checks that the server answers the page without errors, prints its size beside the
+/// baseline's, and warms connections and caches up.
+async fn warm_up(gql: &Gql, clients: usize, base_len: usize) -> BenchResult<()> {
+    let sample = gql.run_raw(DASHBOARD, json!({})).await?;
+    if has_errors(&sample) {
+        return Err(format!(
+            "dashboard query failed: {}",
+            String::from_utf8_lossy(&sample)
+        ));
+    }
+    eprintln!(
+        "  response bytes: server {} / baseline {base_len}",
+        sample.len()
+    );
+    read_run(gql, clients, Duration::from_millis(500)).await;
+    Ok(())
+}
+
 /// `clients` workers requesting the dashboard page for `duration`.
 async fn read_run(gql: &Gql, clients: usize, duration: Duration) -> RunStats {
     let gql = gql.clone();
@@ -39,20 +57,9 @@ pub async fn dashboard(ctx: &Context) -> BenchResult<Vec<Row>> {
         .await?;
     let base_path = ctx.db("dashboard-baseline");
     let gql = server.client(ctx.read_clients)?;
-    let sample = gql.run_raw(DASHBOARD, json!({})).await?;
-    if has_errors(&sample) {
-        return Err(format!(
-            "dashboard query failed: {}",
-            String::from_utf8_lossy(&sample)
-        ));
-    }
     let base_len = baseline::dashboard_body_len(&base_path, 100)?;
-    eprintln!(
-        "  response bytes: server {} / baseline {base_len}",
-        sample.len()
-    );
+    warm_up(&gql, ctx.read_clients, base_len).await?;
     let read = |duration: Duration| read_run(&gql, ctx.read_clients, duration);
-    read(Duration::from_millis(500)).await;
     let (server_runs, baseline_runs) = alternate(
         ctx.runs,
         "req/s",
@@ -132,20 +139,9 @@ async fn dashboard_on_postgres(ctx: &Context, url: &str) -> BenchResult<Vec<Row>
     launch.database_url = Some(served.url.clone());
     let server = Server::start(&launch).await?;
     let gql = server.client(ctx.read_clients)?;
-    let sample = gql.run_raw(DASHBOARD, json!({})).await?;
-    if has_errors(&sample) {
-        return Err(format!(
-            "dashboard query failed: {}",
-            String::from_utf8_lossy(&sample)
-        ));
-    }
     let base_len = crate::pg::dashboard_body_len(&raw.url, 100).await?;
-    eprintln!(
-        "  response bytes: server {} / baseline {base_len}",
-        sample.len()
-    );
+    warm_up(&gql, ctx.read_clients, base_len).await?;
     let read = |duration: Duration| read_run(&gql, ctx.read_clients, duration);
-    read(Duration::from_millis(500)).await;
     let (server_runs, baseline_runs) = alternate(
         ctx.runs,
         "req/s",
