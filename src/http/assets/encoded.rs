@@ -16,7 +16,8 @@ pub(super) struct Encodings {
     gzip: Bytes,
 }
 
-/// Files are `'static`: they are keyed by address.
+/// Files are keyed by address: they live in statics (`assets::ASSETS`), each at one address. (A
+/// `const` would not do: each use of a const may get its own copy of the bytes.)
 fn key(body: &'static [u8]) -> usize {
     body.as_ptr() as usize
 }

@@ -32,13 +32,13 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// The GraphiQL page (`GET /`, and `GET /graphql` from a browser).
-const PLAYGROUND_HTML: &[u8] = include_bytes!("../../../playground/dist/index.html");
+static PLAYGROUND_HTML: &[u8] = include_bytes!("../../../playground/dist/index.html");
 
 /// The dashboard page (`GET /dashboard`).
-const DASHBOARD_HTML: &[u8] = include_bytes!("../../../playground/dashboard.html");
+static DASHBOARD_HTML: &[u8] = include_bytes!("../../../playground/dashboard.html");
 
 /// Every file the pages load, served as `/playground/{path}`.
-pub const ASSETS: &[Asset] = &[
+pub static ASSETS: &[Asset] = &[
     Asset {
         path: "index.html",
         content_type: HTML,
