@@ -26,6 +26,20 @@ use crate::graphql::live::Live;
 use crate::state::AppState;
 
 /// A header's value as text, if it is there and readable.
+/// Whether a header list such as `Accept` or `Accept-Encoding` (`a, b;q=0.5`) names `token`
+/// with a weight above 0 (case-insensitively).
+fn lists(value: &str, token: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or_default().trim();
+        let weight = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        name.eq_ignore_ascii_case(token) && weight > 0.0
+    })
+}
+
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -156,14 +170,13 @@ pub fn router(
         operation_labels: Default::default(),
         persisted: Default::default(),
     };
-    assets::precompress();
     Router::new()
         .route(
             "/graphql",
             get(graphql::get_graphql)
                 .post(graphql::post_graphql)
                 // GraphQL responses in the encoding the client accepts (never the WebSocket
-                // route; the pages' files come precompressed, see `assets`).
+                // route; the pages' files are compressed once, see `assets`).
                 .layer(CompressionLayer::new()),
         )
         .route("/graphql/ws", get(websocket::websocket))

@@ -7,8 +7,8 @@
 //!
 //! Each file has a strong `ETag` (a hash of its bytes): browsers revalidate (`no-cache`) and get
 //! `304 Not Modified` with no body while the binary is the same, so a second visit downloads
-//! nothing. Each is also compressed once per process (brotli and gzip, in the background at
-//! start) and served in the encoding the client accepts.
+//! nothing. Each is also compressed once per process (brotli and gzip, in the background, from
+//! its first request on) and served in the encoding the client accepts.
 
 mod encoded;
 
@@ -133,15 +133,6 @@ pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
         Some(asset) => serve(&headers, asset.content_type, asset.body),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }
-}
-
-/// Compresses every asset in the background, so no visitor waits for it.
-pub fn precompress() {
-    std::thread::spawn(|| {
-        for asset in ASSETS {
-            encoded::compress(asset.body);
-        }
-    });
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use axum::http::HeaderMap;
 
-use crate::http::header_text;
+use crate::http::{header_text, lists};
 
 /// What the client is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,15 +21,7 @@ impl Media {
     /// The media type `headers` ask for.
     pub(super) fn negotiate(headers: &HeaderMap) -> Media {
         let accept = header_text(headers, "accept").unwrap_or_default();
-        let listed = accept.split(',').any(|range| {
-            let mut parts = range.split(';');
-            let kind = parts.next().unwrap_or_default().trim();
-            let weight = parts
-                .find_map(|p| p.trim().strip_prefix("q="))
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            kind.eq_ignore_ascii_case("application/graphql-response+json") && weight > 0.0
-        });
+        let listed = lists(accept, "application/graphql-response+json");
         if listed {
             Media::GraphQLResponse
         } else {
