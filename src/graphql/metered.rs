@@ -110,35 +110,18 @@ pub fn server_error(error: AppError) -> ServerError {
     server_error
 }
 
-/// `extensions.cost`.
+/// `extensions.cost` (`throttleStatus` only for roles with a cost limit).
 fn cost_extension(requested: u64, actual: u64, status: Charge) -> Value {
-    let mut cost = async_graphql::indexmap::IndexMap::new();
-    cost.insert(
-        async_graphql::Name::new("requestedQueryCost"),
-        Value::from(requested),
-    );
-    cost.insert(
-        async_graphql::Name::new("actualQueryCost"),
-        Value::from(actual),
-    );
+    let mut cost = serde_json::json!({
+        "requestedQueryCost": requested,
+        "actualQueryCost": actual,
+    });
     if status.restore_rate > 0 {
-        let mut throttle = async_graphql::indexmap::IndexMap::new();
-        throttle.insert(
-            async_graphql::Name::new("maximumAvailable"),
-            Value::from(status.maximum),
-        );
-        throttle.insert(
-            async_graphql::Name::new("currentlyAvailable"),
-            Value::from(status.available),
-        );
-        throttle.insert(
-            async_graphql::Name::new("restoreRate"),
-            Value::from(status.restore_rate),
-        );
-        cost.insert(
-            async_graphql::Name::new("throttleStatus"),
-            Value::Object(throttle),
-        );
+        cost["throttleStatus"] = serde_json::json!({
+            "maximumAvailable": status.maximum,
+            "currentlyAvailable": status.available,
+            "restoreRate": status.restore_rate,
+        });
     }
-    Value::Object(cost)
+    Value::from_json(cost).unwrap_or_default()
 }
