@@ -185,10 +185,10 @@ async fn sigterm_closes_open_subscriptions_and_exits_promptly() {
 
 #[tokio::test]
 async fn a_pong_means_the_subscriptions_before_it_are_live() {
-    // A dashboard subscribes, pings, and reads its snapshot after the pong: a change made after
-    // that must reach every subscription, with no retry and no wait on the client's side. Many
-    // subscriptions at once make starting them take a while; each round starts cold (nobody
-    // subscribed), when starting takes longest.
+    // A dashboard subscribes, pings, and reads its snapshot after the pong: every subscription
+    // sent before the ping must be running by then, and a change made after it must reach them
+    // all, with no retry and no wait on the client's side. Ninety subscriptions take a while to
+    // start; each round starts cold (nobody subscribed), when starting takes longest.
     let server = Server::start();
     let admin = server.admin();
     let p = seed(&admin, "s1", "BARRIER", 100).await;
@@ -200,6 +200,9 @@ async fn a_pong_means_the_subscriptions_before_it_are_live() {
             ws.subscribe(id, LEVELS, json!({ "s": "s1" })).await;
         }
         ws.ping(json!({ "round": round })).await.expect("pong");
+        // Read once, right away: no polling.
+        let running = metric(&admin, "stockroom_subscriptions_open").await;
+        assert_eq!(running, 90.0, "round {round}: running when the pong came");
         adjust(&admin, &p, "s1", 1).await;
         for id in &ids {
             let level = ws.next_data(id).await;
