@@ -13,7 +13,7 @@ use crate::auth::ApiKeys;
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::domain::reservations;
-use crate::events::broker::{Broker, MemoryBroker, RedisBroker};
+use crate::events::broker::{AmqpBroker, Broker, MemoryBroker, RedisBroker};
 use crate::events::feed::Feed;
 use crate::events::relay::{self, RelayConfig};
 use crate::graphql;
@@ -84,13 +84,22 @@ fn api_keys(settings: &Settings) -> Result<ApiKeys, StartupError> {
 }
 
 fn broker(settings: &Settings) -> Result<Arc<dyn Broker>, StartupError> {
-    match &settings.redis_url {
-        Some(url) => {
+    match (&settings.redis_url, &settings.amqp_url) {
+        (Some(_), Some(_)) => Err(startup("choosing the broker")(
+            &"both --redis-url and --amqp-url are set; Stockroom publishes to one broker at a \
+              time: unset one of them",
+        )),
+        (Some(url), None) => {
             let broker = RedisBroker::new(url, settings.stream.clone(), settings.stream_maxlen)
                 .map_err(|e| startup("reading --redis-url")(&e))?;
             Ok(Arc::new(broker))
         }
-        None => Ok(Arc::new(MemoryBroker::new(10_000))),
+        (None, Some(url)) => {
+            let broker = AmqpBroker::new(url, settings.amqp_exchange.clone())
+                .map_err(|e| startup("reading --amqp-url")(&e))?;
+            Ok(Arc::new(broker))
+        }
+        (None, None) => Ok(Arc::new(MemoryBroker::new(10_000))),
     }
 }
 

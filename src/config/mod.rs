@@ -59,6 +59,20 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// RabbitMQ URL (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`): the relay publishes to
+    /// RabbitMQ instead; one broker at a time, so not with `--redis-url`.
+    #[arg(long, env = "AMQP_URL", global = true, hide_env_values = true)]
+    pub amqp_url: Option<String>,
+
+    /// Durable topic exchange the relay publishes to on RabbitMQ (declared at start).
+    #[arg(
+        long,
+        env = "STOCKROOM_AMQP_EXCHANGE",
+        default_value = "inventory.events",
+        global = true
+    )]
+    pub amqp_exchange: String,
+
     /// Redis stream key the relay publishes to.
     #[arg(
         long,

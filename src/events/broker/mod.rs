@@ -1,11 +1,14 @@
 //! The `Broker` abstraction: what the relay hands over (`Outgoing`), what it hears back
-//! (`Delivery`), what the feed reads (`Envelope`), and how positions name stream entries. Two
-//! implementations: Redis Streams (`redis_streams`) and an in-process broker (`memory`).
+//! (`Delivery`), what the feed reads (`Envelope`), and how positions name stream entries. Three
+//! implementations: Redis Streams (`redis_streams`), RabbitMQ (`amqp`) and an in-process broker
+//! (`memory`). Nothing outside `events` knows which one runs.
 
+mod amqp;
 mod memory;
 mod redis_refusals;
 mod redis_streams;
 
+pub use self::amqp::AmqpBroker;
 pub use self::memory::MemoryBroker;
 pub use self::redis_streams::RedisBroker;
 
@@ -104,7 +107,7 @@ impl Outgoing {
 
 /// Publishes positioned events in order and reads them back for the live feed.
 pub trait Broker: Send + Sync + 'static {
-    /// `redis` or `memory`.
+    /// `redis`, `rabbitmq` or `memory`.
     fn kind(&self) -> &'static str;
 
     /// Publishes `events` (ascending positions) for the relay of `term`, as published at
