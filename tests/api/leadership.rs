@@ -1,7 +1,9 @@
 //! Relay leadership across instances on PostgreSQL (a fresh database and a redis-server of the
 //! test's own): one instance relays at a time, in a term; a killed holder is replaced within a
 //! second; a frozen one (SIGSTOP past its lease, at whatever point of its pipeline) can neither
-//! lose, repeat nor reorder anything in the stream.
+//! lose, repeat nor reorder anything in the stream. On RabbitMQ, which cannot refuse a repeat,
+//! it can repeat what was positioned in its term, never skip or reorder (a consumer drops the
+//! repeats by `message_id` or by position).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,6 +13,7 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::common::postgres::{drop_database, fresh_database};
+use crate::common::rabbitmq::*;
 use crate::common::redis_server::RedisServer;
 use crate::common::*;
 
@@ -25,7 +28,12 @@ struct Pair {
 
 impl Pair {
     fn start(redis: &RedisServer, url: &str, extra: &[(&str, &str)]) -> Pair {
-        let options = || Options::default().postgres(url).redis(redis).env(extra);
+        Pair::on(Options::default().redis(redis), url, extra)
+    }
+
+    /// Two instances on the database at `url`, with the broker of `broker`.
+    fn on(broker: Options, url: &str, extra: &[(&str, &str)]) -> Pair {
+        let options = || broker.clone().postgres(url).env(extra);
         Pair {
             servers: [Server::start_with(options()), Server::start_with(options())],
         }
@@ -86,11 +94,50 @@ fn keep_writing(
     (writers, acknowledged)
 }
 
-/// Stops the writers, waits until everything is published, and checks the stream against the
-/// log, event by event.
+/// Where the relay publishes, as the pause tests read it back.
+enum Sink<'a> {
+    /// The Redis stream: exactly the log.
+    Redis(&'a RedisServer),
+    /// A queue bound to `inventory.#`, and what it delivered so far: the log once repeats are
+    /// dropped.
+    RabbitMq(Box<Queue>, Vec<Message>),
+}
+
+impl Sink<'_> {
+    /// Waits until the relay published `count` events.
+    async fn wait_for(&mut self, count: usize) {
+        match self {
+            Sink::Redis(redis) => {
+                redis.wait_for(STREAM, count, Duration::from_secs(10)).await;
+            }
+            Sink::RabbitMq(queue, seen) => {
+                seen.extend(queue.take(count, Duration::from_secs(10)).await);
+            }
+        }
+    }
+
+    /// Checks what was published against the log, event by event.
+    async fn assert_is_the_log(&mut self, log: &[serde_json::Value]) {
+        match self {
+            Sink::Redis(redis) => assert_stream_matches_log(&redis.entries(STREAM).await, log),
+            Sink::RabbitMq(queue, seen) => {
+                let wanted = log.len().saturating_sub(seen.len());
+                seen.extend(queue.take(wanted, Duration::from_secs(30)).await);
+                seen.extend(queue.drain(Duration::from_millis(500)).await);
+                let kept = without_repeats(seen);
+                assert_messages_match_log(&kept, log);
+                assert_eq!(by_position(seen), kept, "no repeat a position check misses");
+                println!("{} messages for {} events", seen.len(), log.len());
+            }
+        }
+    }
+}
+
+/// Stops the writers, waits until everything is published, and checks what was published
+/// against the log, event by event.
 async fn stream_is_the_log(
     pair: &Pair,
-    redis: &RedisServer,
+    sink: &mut Sink<'_>,
     writers: Vec<tokio::task::JoinHandle<()>>,
     stop: &AtomicBool,
 ) -> usize {
@@ -101,8 +148,7 @@ async fn stream_is_the_log(
     let admin = pair.servers[0].admin();
     wait_for_outbox(&admin, json!({ "pending": 0, "dead": 0 })).await;
     let log = events(&admin, 1).await;
-    let entries = redis.entries(STREAM).await;
-    assert_stream_matches_log(&entries, &log);
+    sink.assert_is_the_log(&log).await;
     log.len()
 }
 
@@ -198,7 +244,7 @@ struct Pauses {
 /// where a frozen holder may block it, as inside an SQLite write transaction).
 async fn freeze_the_holder(
     pair: &Pair,
-    redis: &RedisServer,
+    sink: &mut Sink<'_>,
     count: usize,
     takeover_within: Option<Duration>,
 ) -> Pauses {
@@ -206,7 +252,7 @@ async fn freeze_the_holder(
     let stop = Arc::new(AtomicBool::new(false));
     let clients = [0, 1, 0, 1].map(|i| pair.servers[i].admin()).to_vec();
     let (writers, acknowledged) = keep_writing(clients, &p, &stop);
-    redis.wait_for(STREAM, 30, Duration::from_secs(10)).await;
+    sink.wait_for(30).await;
 
     let mut takeovers = Vec::new();
     for _ in 0..count {
@@ -241,7 +287,7 @@ async fn freeze_the_holder(
         tokio::time::sleep(Duration::from_millis(settle)).await;
     }
 
-    let logged = stream_is_the_log(pair, redis, writers, &stop).await;
+    let logged = stream_is_the_log(pair, sink, writers, &stop).await;
     let fenced = pair.metric("stockroom_relay_fenced_total").await;
     println!(
         "{count} pauses; takeover after {takeovers:?} ms; {logged} events; {} writes \
@@ -275,13 +321,33 @@ async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_postgres() {
     // The session ends after the lease, and with it any transaction the frozen holder left open.
     let bound = Duration::from_millis(LEASE_MS * 2 + 500);
     // `freeze_the_holder` fails unless the other instance took over within `bound` each time.
-    let pauses = freeze_the_holder(&pair, &redis, 8, Some(bound)).await;
+    let pauses = freeze_the_holder(&pair, &mut Sink::Redis(&redis), 8, Some(bound)).await;
     assert!(
         pauses.fenced >= 1.0,
         "a resumed holder found its term ended at least once"
     );
     drop(pair);
     drop_database(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_relay_holder_can_repeat_but_never_lose_or_reorder_on_rabbitmq() {
+    let exchange = Exchange::declare().await;
+    let queue = exchange
+        .queue("inventory.#", lapin::types::FieldTable::default())
+        .await;
+    let url = fresh_database().await;
+    let pair = Pair::on(exchange.options(&broker_url()), &url, &PAUSE_SETTINGS);
+    let bound = Duration::from_millis(LEASE_MS * 2 + 500);
+    let mut sink = Sink::RabbitMq(Box::new(queue), Vec::new());
+    let pauses = freeze_the_holder(&pair, &mut sink, 8, Some(bound)).await;
+    assert!(
+        pauses.fenced >= 1.0,
+        "a resumed holder found its term ended at least once"
+    );
+    drop(pair);
+    drop_database(&url).await;
+    exchange.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -301,7 +367,7 @@ async fn a_frozen_relay_holder_cannot_lose_or_reorder_the_stream_on_sqlite() {
     // A holder frozen inside an SQLite write transaction holds the database's write lock: nobody
     // writes, the lease included, until it resumes. Takeover is not bounded (eight pauses make
     // it near certain that one falls outside a write); the stream is.
-    let pauses = freeze_the_holder(&pair, &redis, 8, None).await;
+    let pauses = freeze_the_holder(&pair, &mut Sink::Redis(&redis), 8, None).await;
     assert!(
         pauses.takeovers.iter().any(Option::is_some),
         "the lease passed to the other instance at least once"

@@ -1,6 +1,6 @@
 //! The integration tests: one binary, one harness (`common`). Each module drives the real
 //! `stockroom` binary on a random port over HTTP and WebSocket, against a SQLite file in a temp
-//! dir, PostgreSQL, and `redis-server` processes the tests start themselves.
+//! dir, PostgreSQL, `redis-server` processes the tests start themselves, and RabbitMQ.
 
 mod common;
 
@@ -16,6 +16,7 @@ mod leadership;
 mod live;
 mod migrations;
 mod postgres;
+mod rabbitmq;
 mod relay;
 mod reservations;
 mod schema;

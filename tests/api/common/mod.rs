@@ -14,6 +14,8 @@ use redis_server::RedisServer;
 mod fixtures;
 mod outbox;
 pub mod postgres;
+pub mod proxy;
+pub mod rabbitmq;
 pub mod redis_server;
 pub mod small_disk;
 pub mod ws;

@@ -344,19 +344,25 @@ async fn stock_level_changed_carries_the_new_level() {
 #[tokio::test]
 async fn a_subscriber_on_one_server_sees_writes_made_on_another() {
     let redis = RedisServer::start();
-    let redis_env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("STOCKROOM_RELAY_POLL_MS".to_owned(), "100".to_owned()),
-    ];
-    let mut a = Server::start_with(Options {
-        env: redis_env.clone(),
-        ..Default::default()
-    });
+    cross_instance(Options::default().redis(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_on_one_server_sees_writes_made_on_another_through_rabbitmq() {
+    let exchange = Exchange::declare().await;
+    cross_instance(exchange.options(&broker_url())).await;
+    exchange.delete().await;
+}
+
+/// Two servers on one database and one broker (`broker`): a subscriber on one sees, live and in
+/// order, what the other writes, and resumes from a cursor.
+async fn cross_instance(broker: Options) {
+    let broker = broker.env(&[("STOCKROOM_RELAY_POLL_MS", "100")]);
+    let mut a = Server::start_with(broker.clone());
     let _dir = a.take_dir();
     let b = Server::start_with(Options {
-        env: redis_env,
         database: Some(a.database.clone()),
-        ..Default::default()
+        ..broker
     });
     let on_a = a.admin();
     let p = seed(&on_a, "s1", "CROSS", 100).await;

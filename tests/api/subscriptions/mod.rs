@@ -1,9 +1,10 @@
 //! Live subscriptions over a real WebSocket (`graphql-transport-ws`, and the legacy
 //! `graphql-ws`): order, filters, resume with `after`, slow subscribers, `stockLevelChanged`,
-//! authentication, limits, cross-process delivery through Redis, and shutdown.
+//! authentication, limits, cross-process delivery through Redis and RabbitMQ, and shutdown.
 
 use std::time::{Duration, Instant};
 
+use crate::common::rabbitmq::{Exchange, broker_url};
 use crate::common::redis_server::RedisServer;
 use crate::common::ws::{Closed, Item, LEGACY_WS, TRANSPORT_WS, WAIT, WsClient};
 use crate::common::*;

@@ -1,0 +1,262 @@
+//! RabbitMQ as the broker (`--amqp-url`), against the machine's RabbitMQ with an exchange per
+//! test: the messages, their properties and their order are the log; a queue bound narrower gets
+//! only its events; a nacked message follows the retry, dead and redrive rules; RabbitMQ cut
+//! off (through a proxy the test controls) loses nothing; a server killed mid-burst repeats at
+//! most what a consumer drops by `message_id`; both brokers at once are refused.
+
+use std::process::Command;
+use std::time::Duration;
+
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::json;
+
+use crate::common::proxy::Proxy;
+use crate::common::rabbitmq::*;
+use crate::common::*;
+
+const ADJUST: &str = "mutation($p: UUID!, $d: Int!) {
+  adjustStock(input: {productId: $p, storeId: \"s1\", delta: $d}) { version } }";
+const RESERVE: &str = "mutation($p: UUID!, $q: Int!) {
+  reserveStock(input: {productId: $p, storeId: \"s1\", quantity: $q}) { id } }";
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn events_reach_the_exchange_in_log_order_with_their_properties_and_routing_keys() {
+    let exchange = Exchange::declare().await;
+    let mut all = exchange.queue("inventory.#", FieldTable::default()).await;
+    let mut stock = exchange
+        .queue("inventory.stock.*", FieldTable::default())
+        .await;
+    let server = Server::start_with(exchange.options(&broker_url()));
+    let admin = server.admin();
+    create_store(&admin, "s1").await;
+    let p = create_product(&admin, "AMQP").await;
+    init_stock(&admin, &p, "s1", 10, 3).await;
+    let reservation = admin.data(RESERVE, json!({ "p": p, "q": 8 })).await;
+    let id = reservation["reserveStock"]["id"].clone();
+    admin
+        .data(
+            "mutation($id: UUID!) { cancelReservation(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    admin.data(ADJUST, json!({ "p": p, "d": -10 })).await;
+    wait_for_outbox(&admin, json!({ "pending": 0, "dead": 0 })).await;
+
+    let log = events(&admin, 1).await;
+    let kinds = types(&log);
+    for expected in ["reservation.created", "stock.low", "stock.depleted"] {
+        assert!(
+            kinds.iter().any(|k| k == expected),
+            "{expected} in {kinds:?}"
+        );
+    }
+    let messages = all.take(log.len(), WAIT).await;
+    assert_messages_match_log(&messages, &log);
+    assert!(all.drain(Duration::from_millis(300)).await.is_empty());
+
+    let stock_log: Vec<_> = log
+        .iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("stock."))
+        .cloned()
+        .collect();
+    assert!(
+        stock_log.len() < log.len(),
+        "the log holds other events too"
+    );
+    let stock_messages = stock.take(stock_log.len(), WAIT).await;
+    assert_messages_match_log(&stock_messages, &stock_log);
+    assert!(stock.drain(Duration::from_millis(300)).await.is_empty());
+
+    let (_, ready) = admin.readyz().await;
+    assert_eq!(ready["broker"], "ok");
+    let health = admin.data("{ health { broker } }", json!({})).await;
+    assert_eq!(health["health"]["broker"], "ok");
+    exchange.delete().await;
+}
+
+#[tokio::test]
+async fn redis_and_rabbitmq_together_are_refused_at_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+        .env("DATABASE_URL", "sqlite::memory:")
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("AMQP_URL", "amqp://127.0.0.1:1/%2f")
+        .output()
+        .expect("run stockroom");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("both --redis-url and --amqp-url are set") && stderr.contains("one broker"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_nacked_event_goes_dead_and_is_redriven_in_order() {
+    let exchange = Exchange::declare().await;
+    let mut all = exchange.queue("inventory.#", FieldTable::default()).await;
+    // A queue that takes one message, then makes RabbitMQ nack the rest.
+    let mut full = FieldTable::default();
+    full.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    full.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let mut bounded = exchange.queue("inventory.stock.updated", full).await;
+    let server = Server::start_with(
+        exchange
+            .options(&broker_url())
+            .env(&[("STOCKROOM_RELAY_MAX_ATTEMPTS", "2")]),
+    );
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "NACK", 10).await;
+    admin.data(ADJUST, json!({ "p": p, "d": 1 })).await;
+    admin.data(ADJUST, json!({ "p": p, "d": 1 })).await;
+    eventually(WAIT, "the nacked event is dead", || async {
+        match metric(&admin, "stockroom_outbox_dead").await {
+            1.0 => Ok(()),
+            dead => Err(format!("stockroom_outbox_dead {dead}")),
+        }
+    })
+    .await;
+    let dead = admin
+        .data("{ outbox { pending dead broker } }", json!({}))
+        .await;
+    assert_eq!(dead["outbox"]["dead"], 1);
+    assert_eq!(dead["outbox"]["broker"], "ok");
+    assert!(server.logs().contains("nacked by RabbitMQ"));
+
+    // The consumer drains its queue: the event is taken on redrive, after the ones before it.
+    bounded.take(1, WAIT).await;
+    let redriven = admin.data("mutation { redriveEvents }", json!({})).await;
+    assert_eq!(redriven["redriveEvents"], 1);
+    wait_for_outbox(&admin, json!({ "pending": 0, "dead": 0 })).await;
+    let log = events(&admin, 1).await;
+    let messages = all.drain(Duration::from_millis(500)).await;
+    let kept = without_repeats(&messages);
+    assert_messages_match_log(&kept, &log);
+    assert_eq!(bounded.take(1, WAIT).await[0].message_id, log[2]["id"]);
+    exchange.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_cut_off_keeps_writes_working_and_delivers_everything_after() {
+    let exchange = Exchange::declare().await;
+    let mut all = exchange.queue("inventory.#", FieldTable::default()).await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.address);
+    let server = Server::start_with(exchange.options(&through_proxy));
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "CUT", 0).await;
+    let writer = {
+        let (admin, p) = (admin.clone(), p.clone());
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                admin.data(ADJUST, json!({ "p": p, "d": 1 })).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut messages = all.take(20, WAIT).await;
+    proxy.cut();
+    eventually(WAIT, "readiness says the broker is down", || async {
+        let (_, ready) = admin.readyz().await;
+        match ready["broker"].as_str() {
+            Some("down") => Ok(()),
+            other => Err(format!("broker {other:?}")),
+        }
+    })
+    .await;
+    eventually(WAIT, "the outbox grows", || async {
+        let (_, ready) = admin.readyz().await;
+        match ready["outboxPending"].as_u64() {
+            Some(pending) if pending >= 20 => Ok(()),
+            other => Err(format!("pending {other:?}")),
+        }
+    })
+    .await;
+    let health = admin.data("{ health { broker } }", json!({})).await;
+    assert_eq!(health["health"]["broker"], "down");
+    proxy.restore();
+    writer
+        .await
+        .expect("every write succeeded while RabbitMQ was cut off");
+    wait_for_outbox(&admin, json!({ "pending": 0, "dead": 0 })).await;
+    let log = events(&admin, 301).await;
+    assert_eq!(
+        log.len(),
+        301,
+        "stock.created and one stock.updated per write"
+    );
+    messages.extend(all.take(log.len() - 20, WAIT).await);
+    messages.extend(all.drain(Duration::from_millis(500)).await);
+    assert_messages_match_log(&without_repeats(&messages), &log);
+    assert_eq!(without_repeats(&messages), by_position(&messages));
+    let (_, ready) = admin.readyz().await;
+    assert_eq!(ready["broker"], "ok");
+    exchange.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_mid_burst_loses_nothing_and_repeats_only_what_a_consumer_drops() {
+    let exchange = Exchange::declare().await;
+    let mut all = exchange.queue("inventory.#", FieldTable::default()).await;
+    let options = || {
+        exchange
+            .options(&broker_url())
+            .env(&[("STOCKROOM_RELAY_BATCH", "7")])
+    };
+    let mut first = Server::start_with(options());
+    let dir = first.take_dir();
+    let admin = first.admin();
+    let p = seed(&admin, "s1", "KILLED", 100_000).await;
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let url = admin.url.clone();
+        let p = p.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..200 {
+                let sent = reqwest::Client::new()
+                    .post(format!("{url}/graphql"))
+                    .bearer_auth(ADMIN_KEY)
+                    .json(&json!({ "query": ADJUST, "variables": { "p": p, "d": -1 } }))
+                    .send()
+                    .await;
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.kill();
+    for writer in writers {
+        let _ = writer.await;
+    }
+    let second = Server::start_with(Options {
+        database: Some(first.database.clone()),
+        ..options()
+    });
+    let admin = second.admin();
+    let committed = 100_000 - level(&admin, &p, "s1").await["quantity"].as_i64().unwrap();
+    assert!(committed > 0, "some writes were committed before the kill");
+    wait_for_outbox(&admin, json!({ "pending": 0, "dead": 0 })).await;
+    let log = events(&admin, 1).await;
+    assert_eq!(
+        log.len(),
+        1 + committed as usize,
+        "one event per committed write"
+    );
+    let mut messages = all.take(log.len(), WAIT).await;
+    messages.extend(all.drain(Duration::from_millis(500)).await);
+    let repeats = messages.len() - log.len();
+    println!("{} events, {repeats} repeated after the kill", log.len());
+    assert_messages_match_log(&without_repeats(&messages), &log);
+    assert_eq!(
+        by_position(&messages),
+        without_repeats(&messages),
+        "dropping positions at or below the last one seen drops the same repeats"
+    );
+    drop(dir);
+    exchange.delete().await;
+}
