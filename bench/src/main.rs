@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release
-//! cargo run --release -p stockroom-bench -- [hot-reserve spread-reserve dashboard-reads relay-drain fanout]
+//! cargo run --release -p stockroom-bench -- [hot-reserve spread-reserve dashboard-reads relay-drain relay-drain-amqp fanout]
 //!     [--runs 3] [--seconds 5] [--out bench-results/]
 //! cargo run --release -p stockroom-bench -- fanout --subscribers 1000 --rate 1000
 //! ```
@@ -40,11 +40,12 @@ use serde_json::json;
 use scenarios::Context;
 
 /// Every scenario, in the default order.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "hot-reserve",
     "spread-reserve",
     "dashboard-reads",
     "relay-drain",
+    "relay-drain-amqp",
     "fanout",
     "fanout-capacity",
     "fanout-isolation",
@@ -57,7 +58,8 @@ const SCENARIOS: [&str; 9] = [
 #[command(name = "stockroom-bench", about = "Load generator for Stockroom")]
 struct Args {
     /// Scenarios to run (default: all): hot-reserve, spread-reserve, dashboard-reads,
-    /// relay-drain, fanout, fanout-capacity, fanout-isolation, slowloris, abuse.
+    /// relay-drain, relay-drain-amqp, fanout, fanout-capacity, fanout-isolation, slowloris,
+    /// abuse.
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.
     #[arg(long, default_value_t = 3)]
@@ -78,6 +80,13 @@ struct Args {
     /// The redis-server binary for relay-drain.
     #[arg(long, env = "REDIS_SERVER_BIN", default_value = "redis-server")]
     redis_bin: String,
+    /// RabbitMQ for relay-drain-amqp (each run declares and deletes exchanges of its own).
+    #[arg(
+        long,
+        env = "STOCKROOM_BENCH_AMQP",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp: String,
     /// Target this server instead of starting one (needs `--key` with the admin role).
     #[arg(long, env = "STOCKROOM_BENCH_URL")]
     url: Option<String>,
@@ -155,6 +164,7 @@ async fn run(args: Args) -> Result<(), String> {
     let ctx = Context {
         binary: args.server_bin.clone(),
         redis_binary: args.redis_bin.clone(),
+        amqp: args.amqp.clone(),
         external,
         runs: args.runs.max(1),
         duration: Duration::from_secs_f64(args.seconds.max(0.1)),
@@ -178,6 +188,7 @@ async fn run(args: Args) -> Result<(), String> {
             "spread-reserve" => scenarios::reserve(&ctx, false).await,
             "dashboard-reads" => scenarios::dashboard(&ctx).await,
             "relay-drain" => scenarios::relay_drain(&ctx).await,
+            "relay-drain-amqp" => scenarios::relay_drain_amqp(&ctx).await,
             "fanout" => fanout::fanout(&ctx).await,
             "fanout-capacity" => fanout::capacity(&ctx).await,
             "fanout-isolation" => fanout::isolation(&ctx).await,

@@ -13,9 +13,11 @@ use crate::redis_util::{self, RedisServer};
 use crate::report::Row;
 use crate::server::{BenchResult, Gql, Launch, Server, has_errors};
 
+mod amqp_drain;
 mod drain;
 mod reads;
 
+pub use amqp_drain::relay_drain_amqp;
 pub use drain::relay_drain;
 pub use reads::dashboard;
 
@@ -26,6 +28,8 @@ pub struct Context {
     pub binary: PathBuf,
     /// The `redis-server` binary.
     pub redis_binary: String,
+    /// RabbitMQ URL for relay-drain-amqp.
+    pub amqp: String,
     /// External server instead of starting one: URL and admin key.
     pub external: Option<(String, String)>,
     /// Runs per scenario.
