@@ -187,16 +187,14 @@ async fn forward(feed: &Feed, broker: Arc<dyn Broker>) {
             _ = feed.shutdown.cancelled() => return,
         };
         match read {
+            Ok(events) if events.is_empty() => {
+                failures = 0;
+                position = fill_from_log(feed, position).await;
+            }
             Ok(events) => {
                 failures = 0;
                 for envelope in events {
-                    let at = envelope.position.unwrap_or_default();
-                    if at > position {
-                        position = at;
-                        feed.top.store(at, Ordering::Release);
-                        metrics::gauge!("stockroom_feed_position").set(at as f64);
-                        let _ = feed.sender.send(envelope);
-                    }
+                    position = forward_one(feed, position, envelope);
                 }
             }
             Err(error) => {
@@ -212,6 +210,45 @@ async fn forward(feed: &Feed, broker: Arc<dyn Broker>) {
             }
         }
     }
+}
+
+/// Sends `envelope` to the subscribers if it is past `position`; returns the new position.
+fn forward_one(feed: &Feed, position: i64, envelope: Envelope) -> i64 {
+    let at = envelope.position.unwrap_or_default();
+    if at <= position {
+        return position;
+    }
+    feed.top.store(at, Ordering::Release);
+    metrics::gauge!("stockroom_feed_position").set(at as f64);
+    let _ = feed.sender.send(envelope);
+    at
+}
+
+/// After a read that waited and got nothing: events the log marks published past `position`
+/// that the broker did not bring (a broker that cannot replay, like RabbitMQ's per-process
+/// queue bound after they went out, or a trimmed stream) are read from the log and forwarded
+/// as the broker would have: the same events, `publishedAt` included. Returns the new position.
+async fn fill_from_log(feed: &Feed, mut position: i64) -> i64 {
+    let published = match last_published_position(&feed.db).await {
+        Ok(published) if published > position => published,
+        Ok(_) => return position,
+        Err(error) => {
+            tracing::warn!(%error, "feed reader could not read the published position");
+            return position;
+        }
+    };
+    let wanted = u64::try_from(published - position).unwrap_or(0);
+    let everything = EventSelector::default();
+    match read_log(&feed.db, position, &everything, wanted.min(CATCH_UP_BATCH)).await {
+        Ok(rows) => {
+            metrics::counter!("stockroom_feed_filled_from_log_total").increment(rows.len() as u64);
+            for row in rows.into_iter().filter(|r| r.published_at.is_some()) {
+                position = forward_one(feed, position, Arc::new(row));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "feed reader could not read the log"),
+    }
+    position
 }
 
 /// Marks the reader idle and waits for a subscriber; false at shutdown.

@@ -260,3 +260,55 @@ async fn a_server_killed_mid_burst_loses_nothing_and_repeats_only_what_a_consume
     drop(dir);
     exchange.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_gets_what_another_instance_published_while_its_own_was_cut_off() {
+    let exchange = Exchange::declare().await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let mut a = Server::start_with(exchange.options(&broker_url()));
+    let _dir = a.take_dir();
+    let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.address);
+    let b = Server::start_with(Options {
+        database: Some(a.database.clone()),
+        ..exchange.options(&through_proxy)
+    });
+    let p = seed(&a.admin(), "s1", "GAP", 0).await;
+    wait_for_outbox(&a.admin(), json!({ "pending": 0, "dead": 0 })).await;
+    eventually(WAIT, "the first instance relays", || async {
+        let (_, ready) = a.admin().readyz().await;
+        match ready["relay"].as_str() {
+            Some("active") => Ok(()),
+            other => Err(format!("relay {other:?}")),
+        }
+    })
+    .await;
+    let mut ws = crate::common::ws::WsClient::open(&b.url, READ_KEY).await;
+    ws.subscribe(
+        "events",
+        "subscription { inventoryEvents { id position type } }",
+        json!({}),
+    )
+    .await;
+    ws.ping(json!({ "live": true })).await.expect("pong");
+
+    // The second instance loses RabbitMQ; meanwhile the first writes and publishes. Its feed
+    // queue never sees those messages: they went out before it was bound again.
+    proxy.cut();
+    for _ in 0..3 {
+        a.admin().data(ADJUST, json!({ "p": p, "d": 1 })).await;
+    }
+    wait_for_outbox(&a.admin(), json!({ "pending": 0, "dead": 0 })).await;
+    proxy.restore();
+    let got = ws.take_data("events", 3).await;
+    let log = events(&a.admin(), 1).await;
+    let ids = |events: &[serde_json::Value]| -> Vec<String> {
+        events.iter().map(|e| e["id"].to_string()).collect()
+    };
+    let live: Vec<_> = got.iter().map(|d| d["inventoryEvents"].clone()).collect();
+    assert_eq!(
+        ids(&live),
+        ids(&log[log.len() - 3..]),
+        "the three, in order"
+    );
+    exchange.delete().await;
+}
