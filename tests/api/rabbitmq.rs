@@ -210,29 +210,7 @@ async fn a_server_killed_mid_burst_loses_nothing_and_repeats_only_what_a_consume
     let dir = first.take_dir();
     let admin = first.admin();
     let p = seed(&admin, "s1", "KILLED", 100_000).await;
-    let mut writers = Vec::new();
-    for _ in 0..8 {
-        let url = admin.url.clone();
-        let p = p.clone();
-        writers.push(tokio::spawn(async move {
-            for _ in 0..200 {
-                let sent = reqwest::Client::new()
-                    .post(format!("{url}/graphql"))
-                    .bearer_auth(ADMIN_KEY)
-                    .json(&json!({ "query": ADJUST, "variables": { "p": p, "d": -1 } }))
-                    .send()
-                    .await;
-                if sent.is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    first.kill();
-    for writer in writers {
-        let _ = writer.await;
-    }
+    kill_mid_burst(&mut first, &p).await;
     let second = Server::start_with(Options {
         database: Some(first.database.clone()),
         ..options()

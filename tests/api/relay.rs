@@ -111,29 +111,7 @@ async fn a_killed_server_resumes_without_loss_or_duplicates() {
     let database = first.database.clone();
     let admin = first.admin();
     let p = seed(&admin, "s1", "CRASH", 100_000).await;
-    let mut writers = Vec::new();
-    for _ in 0..8 {
-        let client = admin.clone();
-        let p = p.clone();
-        writers.push(tokio::spawn(async move {
-            for _ in 0..200 {
-                let sent = reqwest::Client::new()
-                    .post(format!("{}/graphql", client.url))
-                    .bearer_auth(ADMIN_KEY)
-                    .json(&json!({ "query": ADJUST, "variables": { "p": p, "d": -1 } }))
-                    .send()
-                    .await;
-                if sent.is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    first.kill();
-    for writer in writers {
-        let _ = writer.await;
-    }
+    kill_mid_burst(&mut first, &p).await;
     let second = Server::start_with(Options {
         database: Some(database),
         ..with_redis(&redis, &[])

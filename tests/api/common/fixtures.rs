@@ -132,3 +132,32 @@ pub async fn race_for_one_unit(clients: Vec<Client>, product: &str, store: &str)
     }
     (granted, refused)
 }
+
+/// Eight writers each taking one unit of `product` in store `s1`, 200 times, until the server
+/// stops answering; `server` is killed 700 ms in (a burst cut short by SIGKILL).
+pub async fn kill_mid_burst(server: &mut super::Server, product: &str) {
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (url, product) = (server.url.clone(), product.to_owned());
+        writers.push(tokio::spawn(async move {
+            let take_one = "mutation($p: UUID!) {
+              adjustStock(input: {productId: $p, storeId: \"s1\", delta: -1}) { version } }";
+            for _ in 0..200 {
+                let sent = reqwest::Client::new()
+                    .post(format!("{url}/graphql"))
+                    .bearer_auth(super::ADMIN_KEY)
+                    .json(&json!({ "query": take_one, "variables": { "p": product } }))
+                    .send()
+                    .await;
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill();
+    for writer in writers {
+        let _ = writer.await;
+    }
+}
