@@ -75,20 +75,31 @@ async fn events_reach_the_exchange_in_log_order_with_their_properties_and_routin
     exchange.delete().await;
 }
 
-#[tokio::test]
-async fn redis_and_rabbitmq_together_are_refused_at_start() {
+/// What `stockroom` prints on stderr when it refuses to start with `env`.
+fn refused_at_start(env: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_stockroom"))
         .env("DATABASE_URL", "sqlite::memory:")
-        .env("REDIS_URL", "redis://127.0.0.1:1")
-        .env("AMQP_URL", "amqp://127.0.0.1:1/%2f")
+        .envs(env.iter().copied())
         .output()
         .expect("run stockroom");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with {env:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn both_brokers_or_an_amqps_url_are_refused_at_start() {
+    let both = refused_at_start(&[
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("AMQP_URL", "amqp://127.0.0.1:1/%2f"),
+    ]);
     assert!(
-        stderr.contains("both --redis-url and --amqp-url are set") && stderr.contains("one broker"),
-        "{stderr}"
+        both.contains("both --redis-url and --amqp-url are set") && both.contains("one broker"),
+        "{both}"
     );
+    let tls = refused_at_start(&[("AMQP_URL", "amqps://127.0.0.1:1/%2f")]);
+    assert!(tls.contains("amqps:// (TLS) is not built in"), "{tls}");
+    let garbage = refused_at_start(&[("AMQP_URL", "http://nowhere")]);
+    assert!(garbage.contains("not an AMQP URL"), "{garbage}");
 }
 
 #[tokio::test]

@@ -82,8 +82,16 @@ impl AmqpBroker {
     /// A broker for `url` publishing to `exchange`; connects lazily, so the server starts while
     /// RabbitMQ is down.
     pub fn new(url: &str, exchange: String) -> Result<Self, String> {
-        url.parse::<lapin::uri::AMQPUri>()
+        let parsed = url
+            .parse::<lapin::uri::AMQPUri>()
             .map_err(|e| format!("not an AMQP URL: {e}"))?;
+        if parsed.scheme != lapin::uri::AMQPScheme::AMQP {
+            return Err(
+                "amqps:// (TLS) is not built in; use amqp:// (through a TLS tunnel such \
+                 as stunnel when RabbitMQ is on another network)"
+                    .to_owned(),
+            );
+        }
         Ok(AmqpBroker {
             url: url.to_owned(),
             exchange,
