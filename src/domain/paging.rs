@@ -3,6 +3,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select,
+};
+
 use crate::error::{AppError, AppResult};
 
 /// Page size when `first` is not given.
@@ -78,4 +83,33 @@ pub fn split<T>(mut rows: Vec<T>, size: u64) -> Page<T> {
         items: rows,
         has_next,
     }
+}
+
+/// Reads a keyset page of `select` (filtered, not yet ordered or limited) in `key` order: the
+/// `size + 1` rows after the cursor. A filtered page is read in two steps within one statement:
+/// the keys from the filter's index (an index-only read: `(filter, key)` indexes hold both),
+/// then the rows by key. Asked in one step, PostgreSQL's planner, which assumes a filter's
+/// matches spread evenly over the key order, may walk the primary key instead and read most
+/// of the table when they do not (pending reservations are the newest ones).
+pub async fn keyset<E, C>(
+    conn: &impl ConnectionTrait,
+    select: Select<E>,
+    key: C,
+    filtered: bool,
+    size: u64,
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    C: ColumnTrait,
+{
+    let page = select.order_by_asc(key).limit(size + 1);
+    if !filtered {
+        return page.all(conn).await;
+    }
+    let keys = page.select_only().column(key).into_query();
+    E::find()
+        .filter(key.in_subquery(keys))
+        .order_by_asc(key)
+        .all(conn)
+        .await
 }
