@@ -27,6 +27,7 @@ mod pg;
 mod rawsql;
 mod redis_util;
 mod report;
+mod scale;
 mod scenarios;
 mod server;
 mod slowloris;
@@ -40,7 +41,7 @@ use serde_json::json;
 use scenarios::Context;
 
 /// Every scenario, in the default order.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "hot-reserve",
     "spread-reserve",
     "dashboard-reads",
@@ -50,6 +51,7 @@ const SCENARIOS: [&str; 9] = [
     "fanout-isolation",
     "slowloris",
     "abuse",
+    "data-scale",
 ];
 
 /// Command-line options.
@@ -57,7 +59,7 @@ const SCENARIOS: [&str; 9] = [
 #[command(name = "stockroom-bench", about = "Load generator for Stockroom")]
 struct Args {
     /// Scenarios to run (default: all): hot-reserve, spread-reserve, dashboard-reads,
-    /// relay-drain, fanout, fanout-capacity, fanout-isolation, slowloris, abuse.
+    /// relay-drain, fanout, fanout-capacity, fanout-isolation, slowloris, abuse, data-scale.
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.
     #[arg(long, default_value_t = 3)]
@@ -113,6 +115,17 @@ struct Args {
     /// baseline.
     #[arg(long, env = "STOCKROOM_BENCH_POSTGRES")]
     postgres: Option<String>,
+    /// The large data set of data-scale: `m` (10,000 products × 20 stores, 200,000
+    /// reservations, 1,000,000 events) or `l` (50,000 × 40, 1,000,000, 5,000,000).
+    #[arg(long, default_value = "m", value_parser = ["m", "l"])]
+    scale_size: String,
+    /// Timed requests per operation and pass in data-scale.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// A build from before migration 8: data-scale also times this build's migrations on the
+    /// large data set written under that build's schema.
+    #[arg(long)]
+    old_server_bin: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -168,6 +181,9 @@ async fn run(args: Args) -> Result<(), String> {
         rate: args.rate.max(1),
         scratch: scratch.path().to_path_buf(),
         postgres: args.postgres.clone(),
+        scale_large: args.scale_size == "l",
+        samples: args.samples.max(1),
+        old_binary: args.old_server_bin.clone(),
     };
     let started = Instant::now();
     let mut rows = Vec::new();
@@ -183,6 +199,7 @@ async fn run(args: Args) -> Result<(), String> {
             "fanout-isolation" => fanout::isolation(&ctx).await,
             "slowloris" => slowloris::slowloris(&ctx).await,
             "abuse" => abuse::abuse_scenario(&ctx).await,
+            "data-scale" => scale::data_scale(&ctx).await,
             other => Err(format!("no such scenario {other:?}")),
         };
         match outcome {
