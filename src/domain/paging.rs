@@ -3,9 +3,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use sea_orm::sea_query::{Expr, QueryStatementBuilder};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Select,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Select,
 };
 
 use crate::error::{AppError, AppResult};
@@ -102,14 +103,52 @@ where
     E: EntityTrait,
     C: ColumnTrait,
 {
-    let page = select.order_by_asc(key).limit(size + 1);
     if !filtered {
-        return page.all(conn).await;
+        return select.order_by_asc(key).limit(size + 1).all(conn).await;
     }
-    let keys = page.select_only().column(key).into_query();
+    // The limit is written into the statement: as a parameter, a prepared statement's generic
+    // plan assumes a tenth of the table and joins the keys to a scan of it.
+    let keys = select.select_only().column(key).into_query();
+    let name = key.as_str();
+    let page_keys = Expr::cust_with_exprs(
+        placeholders(
+            conn.get_database_backend(),
+            &format!(
+                "$1 IN (SELECT \"k\".\"{name}\" FROM $2 AS \"k\" ORDER BY \"k\".\"{name}\" LIMIT {})",
+                size + 1
+            ),
+        ),
+        [
+            Expr::col((E::default(), key)),
+            Expr::SubQuery(None, Box::new(keys.into_sub_query_statement())),
+        ],
+    );
     E::find()
-        .filter(key.in_subquery(keys))
+        .filter(page_keys)
         .order_by_asc(key)
         .all(conn)
         .await
+}
+
+/// A custom SQL expression's template for `backend`: written with `$1`, `$2`, … for the
+/// expressions in order (PostgreSQL's form), which SQLite's query builder takes as `?`.
+pub fn placeholders(backend: DatabaseBackend, template: &str) -> String {
+    match backend {
+        DatabaseBackend::Postgres => template.to_owned(),
+        _ => {
+            let mut out = String::with_capacity(template.len());
+            let mut chars = template.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                    while chars.peek().is_some_and(char::is_ascii_digit) {
+                        chars.next();
+                    }
+                    out.push('?');
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+    }
 }

@@ -12,10 +12,12 @@
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement, UnionType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::outbox::EventSelector;
+use crate::domain::paging::placeholders;
 use crate::entity::{event, event_delivery};
 
 type Column = event_delivery::Column;
@@ -37,14 +39,24 @@ pub async fn read_log(
             .all(conn)
             .await;
     }
-    page.filter(Expr::col(event::Column::Seq).in_subquery(page_keys(after, selector, limit)))
-        .all(conn)
-        .await
+    page.filter(Expr::col(event::Column::Seq).in_subquery(page_keys(
+        conn.get_database_backend(),
+        after,
+        selector,
+        limit,
+    )))
+    .all(conn)
+    .await
 }
 
 /// `SELECT seq FROM event_delivery …`: the sequence numbers of the page, taken from the index
 /// that matches `selector`.
-fn page_keys(after: i64, selector: &EventSelector, limit: u64) -> SelectStatement {
+fn page_keys(
+    backend: DatabaseBackend,
+    after: i64,
+    selector: &EventSelector,
+    limit: u64,
+) -> SelectStatement {
     let mut types = selector.types.clone();
     types.sort();
     types.dedup();
@@ -55,10 +67,10 @@ fn page_keys(after: i64, selector: &EventSelector, limit: u64) -> SelectStatemen
         let mut keys = range(after, &EventSelector::default(), limit, &[Column::Seq]);
         keys.and_where(Expr::col(Column::ProductId).eq(product));
         if let Some(store) = &selector.store_id {
-            keys.and_where(unindexed(Column::StoreId).eq(store.as_str()));
+            keys.and_where(unindexed(backend, Column::StoreId).eq(store.as_str()));
         }
         if !types.is_empty() {
-            keys.and_where(unindexed(Column::EventType).is_in(types));
+            keys.and_where(unindexed(backend, Column::EventType).is_in(types));
         }
         return keys;
     }
@@ -84,8 +96,8 @@ fn page_keys(after: i64, selector: &EventSelector, limit: u64) -> SelectStatemen
 }
 
 /// `column || ''`: the column's value, in a form no index serves.
-fn unindexed(column: Column) -> Expr {
-    Expr::cust_with_exprs("$1 || ''", [Expr::col(column)])
+fn unindexed(backend: DatabaseBackend, column: Column) -> Expr {
+    Expr::cust_with_exprs(placeholders(backend, "$1 || ''"), [Expr::col(column)])
 }
 
 /// `SELECT columns FROM event_delivery WHERE position > after [AND store_id = …]

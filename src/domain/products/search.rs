@@ -5,14 +5,14 @@
 //!   as one phrase, which holds exactly the rows containing it; its rowids map to product ids
 //!   through `product_search_keys`.
 //! - PostgreSQL: `lower(name) LIKE '%…%' OR lower(sku) LIKE '%…%'`, served by the `pg_trgm`
-//!   GIN indexes on both expressions.
+//!   GIN indexes on both expressions, the pattern written into the statement.
 //!
 //! A trigram index needs three characters. A shorter search is the `LIKE` on both databases,
 //! read in id order until the page is full: cheap when the text is common (as one or two
 //! characters are), a walk of the catalogue when it matches nothing. The text is literal:
 //! `%` and `_` match themselves.
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query, SimpleExpr};
+use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Func, LikeExpr, Query, SimpleExpr};
 use sea_orm::{Condition, DatabaseBackend};
 
 use crate::entity::product;
@@ -46,13 +46,18 @@ pub fn condition(backend: DatabaseBackend, text: &str) -> Condition {
     }
     let pattern = contains(&text.to_lowercase());
     let like = |column| -> SimpleExpr {
-        let pattern = match backend {
-            // PostgreSQL's escape character is already the backslash; an `ESCAPE` clause would
-            // hide the pattern from the planner's estimate of the trigram index.
-            DatabaseBackend::Postgres => LikeExpr::new(pattern.clone()),
-            _ => LikeExpr::new(pattern.clone()).escape('\\'),
-        };
-        Func::lower(Expr::col((product::Entity, column))).like(pattern)
+        let lower = Func::lower(Expr::col((product::Entity, column)));
+        match backend {
+            // The pattern goes into the statement as a literal (escaped by the query builder),
+            // and PostgreSQL's escape character is already the backslash. As a parameter, the
+            // prepared statement's generic plan (taken after five executions) cannot see the
+            // pattern, estimates it matches often, and walks the primary key instead of the
+            // trigram indexes (4.6 ms instead of 0.2 ms at 10,000 products).
+            DatabaseBackend::Postgres => {
+                Expr::from(lower).binary(BinOper::Like, Expr::Constant(pattern.clone().into()))
+            }
+            _ => Expr::from(lower).like(LikeExpr::new(pattern.clone()).escape('\\')),
+        }
     };
     Condition::any()
         .add(like(product::Column::Name))
