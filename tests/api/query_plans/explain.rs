@@ -51,10 +51,13 @@ fn unescape(text: &str) -> String {
     out
 }
 
-/// Makes every session opened on the database at `url` from now on send the plan of each
-/// statement it runs to its client as a notice (`auto_explain`; needs a superuser).
+/// Makes every session opened on `database` from now on send the plan of each statement it
+/// runs to its client as a notice (`auto_explain`; needs a superuser), and run prepared
+/// statements with their generic plan from the first execution: the plan the server settles on
+/// after five executions whenever it looks no costlier, which cannot see the parameters.
 pub async fn explain_postgres_sessions(admin: &DatabaseConnection, database: &str) {
     for setting in [
+        "plan_cache_mode = force_generic_plan",
         "session_preload_libraries = 'auto_explain'",
         "auto_explain.log_min_duration = 0",
         "auto_explain.log_level = 'notice'",
