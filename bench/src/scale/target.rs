@@ -88,8 +88,12 @@ impl Target {
             }
             Backend::Postgres => {
                 let server = ctx.postgres.as_deref().ok_or("--postgres is not set")?;
-                let database =
-                    pg::Database::create(server, &format!("scale-{label}"), binary).await?;
+                let database = pg::Database::create(
+                    server,
+                    &format!("scale-{}", label.to_lowercase()),
+                    binary,
+                )
+                .await?;
                 let mut conn = PgConnection::connect(&database.url)
                     .await
                     .map_err(|e| e.to_string())?;
