@@ -144,7 +144,7 @@ pub const ALL: &[Operation] = &[
         variables: |k, size| json!({ "s": store(k, size) }),
     },
     Operation {
-        name: "events",
+        name: "events(after)",
         query: page!("($after: String)", "events", ", after: $after"),
         variables: |k, size| json!({ "after": format!("{}-0", (k * 7_919) % size.events) }),
     },
