@@ -189,6 +189,7 @@ pub async fn build(settings: &Settings) -> Result<Service, StartupError> {
         .await
         .map_err(|e| startup("starting the feed")(&e))?;
     db::spawn_checkpointer(conn.clone(), background.clone(), &tasks);
+    db::statistics::spawn_refresher(conn.clone(), background.clone(), &tasks);
     let mut db = Db::new(conn, committed.clone());
     if settings.group_commit && settings.is_sqlite() {
         db = db.with_group_commit(settings.group_commit_max, &tasks);

@@ -2,6 +2,7 @@
 //! with optional group commit.
 
 mod group;
+pub mod statistics;
 mod storage;
 
 pub use group::GroupCommitter;
@@ -105,9 +106,11 @@ pub fn spawn_checkpointer(
     });
 }
 
-/// Applies pending migrations.
+/// Applies pending migrations, then refreshes the planner's statistics where they are missing
+/// or stale (see [`statistics`]).
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    Migrator::up(db, None).await?;
+    statistics::refresh(db).await
 }
 
 /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`, so the write lock is taken up

@@ -27,6 +27,7 @@ mod pg;
 mod rawsql;
 mod redis_util;
 mod report;
+mod scale;
 mod scenarios;
 mod server;
 mod slowloris;
@@ -40,7 +41,7 @@ use serde_json::json;
 use scenarios::Context;
 
 /// Every scenario, in the default order.
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "hot-reserve",
     "spread-reserve",
     "dashboard-reads",
@@ -51,6 +52,7 @@ const SCENARIOS: [&str; 10] = [
     "fanout-isolation",
     "slowloris",
     "abuse",
+    "data-scale",
 ];
 
 /// Command-line options.
@@ -59,7 +61,7 @@ const SCENARIOS: [&str; 10] = [
 struct Args {
     /// Scenarios to run (default: all): hot-reserve, spread-reserve, dashboard-reads,
     /// relay-drain, relay-drain-amqp, fanout, fanout-capacity, fanout-isolation, slowloris,
-    /// abuse.
+    /// abuse, data-scale.
     scenarios: Vec<String>,
     /// Runs per scenario; the table shows medians.
     #[arg(long, default_value_t = 3)]
@@ -122,6 +124,17 @@ struct Args {
     /// baseline.
     #[arg(long, env = "STOCKROOM_BENCH_POSTGRES")]
     postgres: Option<String>,
+    /// The large data set of data-scale: `m` (10,000 products × 20 stores, 200,000
+    /// reservations, 1,000,000 events) or `l` (50,000 × 40, 1,000,000, 5,000,000).
+    #[arg(long, default_value = "m", value_parser = ["m", "l"])]
+    scale_size: String,
+    /// Timed requests per operation and pass in data-scale.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// A build from before migration 8: data-scale also times this build's migrations on the
+    /// large data set written under that build's schema.
+    #[arg(long)]
+    old_server_bin: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -178,6 +191,9 @@ async fn run(args: Args) -> Result<(), String> {
         rate: args.rate.max(1),
         scratch: scratch.path().to_path_buf(),
         postgres: args.postgres.clone(),
+        scale_large: args.scale_size == "l",
+        samples: args.samples.max(1),
+        old_binary: args.old_server_bin.clone(),
     };
     let started = Instant::now();
     let mut rows = Vec::new();
@@ -194,6 +210,7 @@ async fn run(args: Args) -> Result<(), String> {
             "fanout-isolation" => fanout::isolation(&ctx).await,
             "slowloris" => slowloris::slowloris(&ctx).await,
             "abuse" => abuse::abuse_scenario(&ctx).await,
+            "data-scale" => scale::data_scale(&ctx).await,
             other => Err(format!("no such scenario {other:?}")),
         };
         match outcome {

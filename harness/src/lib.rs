@@ -2,6 +2,8 @@
 //! `stockroom` server from outside: finding the address it prints, reading `/metrics`, opening
 //! a GraphQL WebSocket, and holding a slow connection. Dev-only: the service does not depend on it.
 
+pub mod seed;
+
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;

@@ -9,6 +9,10 @@ mod m20261123_000004_pending_events_index;
 mod m20261123_000005_event_delivery;
 mod m20261201_000006_relay_term;
 mod m20261201_000007_unpositioned_index;
+mod m20261201_000008_list_indexes;
+mod m20261201_000009_event_filter_keys;
+mod m20261201_000010_reservation_counts;
+mod m20261201_000011_product_search;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -24,6 +28,10 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_event_delivery::Migration),
             Box::new(m20261201_000006_relay_term::Migration),
             Box::new(m20261201_000007_unpositioned_index::Migration),
+            Box::new(m20261201_000008_list_indexes::Migration),
+            Box::new(m20261201_000009_event_filter_keys::Migration),
+            Box::new(m20261201_000010_reservation_counts::Migration),
+            Box::new(m20261201_000011_product_search::Migration),
         ]
     }
 }

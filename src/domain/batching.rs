@@ -1,9 +1,10 @@
 //! Deciding concurrent single-line reservations together, in one transaction: the levels are
 //! read once, every request is decided in arrival order against the running state, then one
-//! guarded `UPDATE` per level, one `INSERT` of the reservations and one of the events. Each
-//! request keeps its own outcome (a refusal records `reservation.failed`); the guard in SQL
-//! still makes overselling impossible, and a level another process changed meanwhile fails the
-//! batch (the batcher, `crate::batcher`, then runs its requests one by one).
+//! guarded `UPDATE` per level, one `INSERT` of the reservations, one of the events and one of
+//! the counters. Each request keeps its own outcome (a refusal records `reservation.failed`);
+//! the guard in SQL still makes overselling impossible, and a level another process changed
+//! meanwhile fails the batch (the batcher, `crate::batcher`, then runs its requests one by
+//! one).
 
 use std::collections::HashMap;
 
@@ -12,7 +13,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use super::now;
-use super::reservations::{Reserve, Status, validate};
+use super::reservations::{Reserve, Status, counts, created, validate};
 use super::stock::{self, LevelKey};
 use crate::entity::{reservation, stock_level};
 use crate::error::{AppError, AppResult};
@@ -66,6 +67,7 @@ pub async fn reserve_each(
             .await?;
     }
     events::append(conn, events).await?;
+    counts::record(conn, &created(&rows)).await?;
     Ok(outcomes)
 }
 

@@ -8,5 +8,6 @@ pub mod product;
 pub mod relay_lease;
 pub mod reservation;
 pub mod reservation_batch;
+pub mod reservation_count;
 pub mod stock_level;
 pub mod store;

@@ -24,7 +24,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{Broker, Envelope};
-use super::outbox::{EventSelector, read_log};
+use super::log::read_log;
+use super::outbox::EventSelector;
 use crate::entity::event_delivery;
 
 /// Events buffered per process for subscribers before a slow one is caught up from the log.

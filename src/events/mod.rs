@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod feed;
+pub mod log;
 pub mod outbox;
 pub mod relay;
 pub mod types;

@@ -1,9 +1,11 @@
-//! Appending events to the outbox inside the caller's transaction, and reading the log.
+//! Appending events to the outbox inside the caller's transaction, which events a reader wants,
+//! and the outbox figures. Reading the log is `super::log`.
 
 use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -74,29 +76,6 @@ impl EventSelector {
     }
 }
 
-/// Positioned events after `after`, in log order, at most `limit`.
-pub async fn read_log(
-    conn: &impl ConnectionTrait,
-    after: i64,
-    selector: &EventSelector,
-    limit: u64,
-) -> Result<Vec<event::Model>, DbErr> {
-    let mut query = event::Entity::find()
-        .filter(event::Column::Position.gt(after))
-        .order_by_asc(event::Column::Position)
-        .limit(limit);
-    if !selector.types.is_empty() {
-        query = query.filter(event::Column::EventType.is_in(selector.types.clone()));
-    }
-    if let Some(store) = &selector.store_id {
-        query = query.filter(event::Column::StoreId.eq(store.clone()));
-    }
-    if let Some(product) = selector.product_id {
-        query = query.filter(event::Column::ProductId.eq(product));
-    }
-    query.all(conn).await
-}
-
 /// Outbox figures: pending count, dead count, oldest pending, last publish.
 #[derive(Debug, Clone)]
 pub struct OutboxFigures {
@@ -118,13 +97,21 @@ pub async fn figures(conn: &impl ConnectionTrait) -> Result<OutboxFigures, DbErr
         .filter(event_delivery::Column::DeadAt.is_null())
         .count(conn)
         .await?;
-    let oldest_pending = event::Entity::find()
-        .filter(event::Column::PublishedAt.is_null())
-        .filter(event::Column::DeadAt.is_null())
-        .order_by_asc(event::Column::Seq)
+    // The first pending sequence number from the partial index over pending events (walking
+    // the log in sequence order to the first pending one would read every published event).
+    let first_pending = event_delivery::Entity::find()
+        .select_only()
+        .expr(Func::min(Expr::col(event_delivery::Column::Seq)))
+        .filter(event_delivery::Column::PublishedAt.is_null())
+        .filter(event_delivery::Column::DeadAt.is_null())
+        .into_query();
+    let oldest_pending = event_row::Entity::find()
+        .select_only()
+        .column(event_row::Column::OccurredAt)
+        .filter(Expr::col(event_row::Column::Seq).in_subquery(first_pending))
+        .into_tuple::<chrono::DateTime<Utc>>()
         .one(conn)
-        .await?
-        .map(|e| e.occurred_at);
+        .await?;
     let dead = event_delivery::Entity::find()
         .filter(event_delivery::Column::DeadAt.is_not_null())
         .count(conn)

@@ -16,7 +16,8 @@ use super::stock::StockLevel;
 use crate::domain::paging;
 use crate::error::AppError;
 use crate::events::broker::{Envelope, entry_id, parse_entry_id};
-use crate::events::outbox::{EventSelector, read_log};
+use crate::events::log::read_log;
+use crate::events::outbox::EventSelector;
 use crate::events::types;
 
 /// One entry of the event log.

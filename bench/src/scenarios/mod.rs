@@ -57,6 +57,12 @@ pub struct Context {
     /// A PostgreSQL server URL: the reservation scenarios run there (a fresh database each)
     /// beside the raw PostgreSQL baseline.
     pub postgres: Option<String>,
+    /// data-scale's large set is L (else M).
+    pub scale_large: bool,
+    /// Timed requests per operation and pass in data-scale.
+    pub samples: usize,
+    /// A build from before migration 8, for data-scale's upgrade timing.
+    pub old_binary: Option<PathBuf>,
 }
 
 /// Units on every seeded level: enough that no run ever runs out.
@@ -66,6 +72,20 @@ const RESERVE: &str =
     "mutation Reserve($input: ReserveStockInput!) { reserveStock(input: $input) { id status } }";
 
 impl Context {
+    /// data-scale's large data set.
+    pub fn scale_size(&self) -> stockroom_harness::seed::Size {
+        if self.scale_large {
+            stockroom_harness::seed::Size::LARGE
+        } else {
+            stockroom_harness::seed::Size::MEDIUM
+        }
+    }
+
+    /// Its name: `M` or `L`.
+    pub fn scale_label(&self) -> &'static str {
+        if self.scale_large { "L" } else { "M" }
+    }
+
     fn db(&self, name: &str) -> PathBuf {
         self.scratch.join(format!("{name}.db"))
     }

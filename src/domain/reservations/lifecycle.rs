@@ -1,5 +1,5 @@
 //! The moves out of PENDING: confirm (sells the units), cancel and expire (release them), each
-//! guarded so that only a reservation still PENDING moves, with its event.
+//! guarded so that only a reservation still PENDING moves, with its event and its counters.
 
 use super::*;
 
@@ -35,7 +35,7 @@ pub(super) fn refuse_move(current: &reservation::Model, to: Status, at: DateTime
 }
 
 /// Ends a PENDING reservation with `to`, applying `delta` to its stock level and appending
-/// `event_type`.
+/// `event_type`. The caller records the move in the counters (after its other writes).
 pub(super) async fn finish(
     conn: &impl ConnectionTrait,
     id: Uuid,
@@ -77,9 +77,32 @@ pub(super) async fn finish(
     Ok(done)
 }
 
+/// The counter move of a reservation that left PENDING.
+fn left_pending(done: &reservation::Model, to: Status) -> counts::Move<'_> {
+    counts::Move {
+        store_id: &done.store_id,
+        from: Some(Status::Pending),
+        to,
+        quantity: done.quantity,
+    }
+}
+
+/// [`finish`], then the counters.
+async fn finish_counted(
+    conn: &impl ConnectionTrait,
+    id: Uuid,
+    to: Status,
+    reason: Option<String>,
+    event_type: &'static str,
+) -> AppResult<reservation::Model> {
+    let done = finish(conn, id, to, reason, event_type).await?;
+    counts::record(conn, &[left_pending(&done, to)]).await?;
+    Ok(done)
+}
+
 /// PENDING → CONFIRMED: the held units are sold.
 pub async fn confirm(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<reservation::Model> {
-    finish(
+    finish_counted(
         conn,
         id,
         Status::Confirmed,
@@ -96,7 +119,7 @@ pub async fn cancel(
     reason: Option<String>,
 ) -> AppResult<reservation::Model> {
     let reason = optional_text("reason", reason, 500)?;
-    finish(
+    finish_counted(
         conn,
         id,
         Status::Cancelled,
@@ -119,7 +142,7 @@ pub async fn expire_due(conn: &impl ConnectionTrait, limit: u64) -> AppResult<us
         .into_tuple()
         .all(conn)
         .await?;
-    let mut expired = 0;
+    let mut expired = Vec::with_capacity(due.len());
     for id in due {
         match finish(
             conn,
@@ -130,10 +153,15 @@ pub async fn expire_due(conn: &impl ConnectionTrait, limit: u64) -> AppResult<us
         )
         .await
         {
-            Ok(_) => expired += 1,
+            Ok(done) => expired.push(done),
             Err(AppError::InvalidState(_)) => {}
             Err(error) => return Err(error),
         }
     }
-    Ok(expired)
+    let moves: Vec<_> = expired
+        .iter()
+        .map(|done| left_pending(done, Status::Expired))
+        .collect();
+    counts::record(conn, &moves).await?;
+    Ok(expired.len())
 }

@@ -4,12 +4,14 @@
 //! This file holds the types, validation, reserving, lookups and listings; `lifecycle` the moves
 //! out of PENDING (confirm, cancel, expire).
 
+pub mod counts;
 mod lifecycle;
 
+pub use counts::stats;
 pub use lifecycle::{cancel, confirm, expire_due};
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{Expr, Func};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -18,7 +20,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::idempotency::{self, IdempotencyClaim};
-use super::paging::{Page, PageRequest, split};
+use super::paging::{Page, PageRequest, keyset, split};
 use super::stock::{self, Change, Delta, LevelKey, positive};
 use super::{now, optional_text};
 use crate::entity::reservation::{self, Column};
@@ -200,8 +202,21 @@ pub async fn reserve(
         made.push(row);
     }
     events::append(conn, events).await?;
+    counts::record(conn, &created(&made)).await?;
     idempotency::remember(conn, &claim, &made).await?;
     Ok(made)
+}
+
+/// The counter moves of new reservations.
+pub(crate) fn created(rows: &[reservation::Model]) -> Vec<counts::Move<'_>> {
+    rows.iter()
+        .map(|row| counts::Move {
+            store_id: &row.store_id,
+            from: None,
+            to: Status::Pending,
+            quantity: row.quantity,
+        })
+        .collect()
 }
 
 async fn create_batch(
@@ -265,7 +280,7 @@ pub async fn list(
     query: &ReservationQuery,
     page: &PageRequest<Uuid>,
 ) -> AppResult<Page<reservation::Model>> {
-    let mut select = reservation::Entity::find().order_by_asc(Column::Id);
+    let mut select = reservation::Entity::find();
     if let Some(after) = page.after {
         select = select.filter(Column::Id.gt(after));
     }
@@ -281,34 +296,10 @@ pub async fn list(
     if let Some(customer) = &query.customer_id {
         select = select.filter(Column::CustomerId.eq(customer.clone()));
     }
-    let rows = select.limit(page.size + 1).all(conn).await?;
+    let filtered = query.status.is_some()
+        || query.store_id.is_some()
+        || query.product_id.is_some()
+        || query.customer_id.is_some();
+    let rows = keyset(conn, select, Column::Id, filtered, page.size).await?;
     Ok(split(rows, page.size))
-}
-
-/// Counts by status, and units held by PENDING reservations.
-pub async fn stats(conn: &impl ConnectionTrait, store_id: Option<&str>) -> AppResult<Stats> {
-    let mut select = reservation::Entity::find()
-        .select_only()
-        .column(Column::Status)
-        .column_as(Expr::from(Func::count(Expr::col(Column::Id))), "n")
-        .column_as(Expr::from(Func::sum(Expr::col(Column::Quantity))), "units")
-        .group_by(Column::Status);
-    if let Some(store) = store_id {
-        select = select.filter(Column::StoreId.eq(store));
-    }
-    let rows: Vec<(String, i64, Option<i64>)> = select.into_tuple().all(conn).await?;
-    let mut stats = Stats::default();
-    for (status, count, units) in rows {
-        match Status::parse(&status) {
-            Some(Status::Pending) => {
-                stats.pending = count;
-                stats.reserved_quantity = units.unwrap_or(0);
-            }
-            Some(Status::Confirmed) => stats.confirmed = count,
-            Some(Status::Cancelled) => stats.cancelled = count,
-            Some(Status::Expired) => stats.expired = count,
-            None => {}
-        }
-    }
-    Ok(stats)
 }

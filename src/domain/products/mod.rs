@@ -1,13 +1,14 @@
-//! Products: the catalogue.
+//! Products: the catalogue. `search` finds products by a substring of their name or SKU.
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func};
+mod search;
+
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    PaginatorTrait, QueryFilter,
 };
 use uuid::Uuid;
 
-use super::paging::{Page, PageRequest, split};
+use super::paging::{Page, PageRequest, keyset, split};
 use super::{now, optional_text, required_text};
 use crate::entity::{product, reservation, stock_level};
 use crate::error::{AppError, AppResult, is_unique_violation};
@@ -188,26 +189,22 @@ pub async fn list(
     query: &ProductQuery,
     page: &PageRequest<Uuid>,
 ) -> AppResult<Page<product::Model>> {
-    let mut select = product::Entity::find().order_by_asc(product::Column::Id);
+    let mut select = product::Entity::find();
     if let Some(after) = page.after {
         select = select.filter(product::Column::Id.gt(after));
     }
-    if let Some(category) = &query.category {
-        select = select.filter(product::Column::Category.eq(category.clone()));
-    }
-    if let Some(search) = query
+    let search = query
         .search
         .as_deref()
         .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let pattern = format!("%{}%", search.to_lowercase());
-        select = select.filter(
-            sea_orm::Condition::any()
-                .add(Func::lower(Expr::col(product::Column::Name)).like(pattern.clone()))
-                .add(Func::lower(Expr::col(product::Column::Sku)).like(pattern)),
-        );
+        .filter(|s| !s.is_empty());
+    if let Some(category) = &query.category {
+        select = select.filter(product::Column::Category.eq(category.clone()));
     }
-    let rows = select.limit(page.size + 1).all(conn).await?;
+    if let Some(search) = search {
+        select = select.filter(search::condition(conn.get_database_backend(), search));
+    }
+    let filtered = query.category.is_some() || search.is_some();
+    let rows = keyset(conn, select, product::Column::Id, filtered, page.size).await?;
     Ok(split(rows, page.size))
 }
