@@ -340,11 +340,11 @@ async fn a_frozen_relay_holder_can_repeat_but_never_lose_or_reorder_on_rabbitmq(
     let pair = Pair::on(exchange.options(&broker_url()), &url, &PAUSE_SETTINGS);
     let bound = Duration::from_millis(LEASE_MS * 2 + 500);
     let mut sink = Sink::RabbitMq(Box::new(queue), Vec::new());
+    // What is checked is the queue against the log (in `freeze_the_holder`). Whether a resumed
+    // holder meets the positioning fence or first learns from its session that it lost the
+    // lead is timing (RabbitMQ has no fence of its own to count), so it is printed, not asserted.
     let pauses = freeze_the_holder(&pair, &mut sink, 8, Some(bound)).await;
-    assert!(
-        pauses.fenced >= 1.0,
-        "a resumed holder found its term ended at least once"
-    );
+    println!("fenced {} times", pauses.fenced);
     drop(pair);
     drop_database(&url).await;
     exchange.delete().await;

@@ -301,3 +301,87 @@ async fn a_subscriber_gets_what_another_instance_published_while_its_own_was_cut
     );
     exchange.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restored_from_an_earlier_copy_publishes_nothing_over_what_consumers_saw() {
+    let exchange = Exchange::declare().await;
+    let mut all = exchange.queue("inventory.#", FieldTable::default()).await;
+    let mut server = Server::start_with(exchange.options(&broker_url()));
+    let dir = server.take_dir();
+    let database = server.database.clone();
+    let admin = server.admin();
+    let p = seed(&admin, "s1", "RESTORE", 100).await;
+    wait_for_outbox(&admin, json!({ "pending": 0 })).await;
+    server.terminate();
+    let backup = tempfile::tempdir().expect("backup dir");
+    let files = |dir: &std::path::Path| {
+        ["", "-wal", "-shm"].map(|suffix| dir.join(format!("stockroom.db{suffix}")))
+    };
+    let (live, saved) = (files(database.parent().expect("dir")), files(backup.path()));
+    for (from, to) in live.iter().zip(&saved) {
+        if from.exists() {
+            std::fs::copy(from, to).expect("back up");
+        }
+    }
+    // After the backup, the service goes on: consumers see positions 2 and 3.
+    let on_database = |exchange_name: &str| {
+        let mut options = exchange.options(&broker_url());
+        options.database = Some(database.clone());
+        options.env(&[("STOCKROOM_AMQP_EXCHANGE", exchange_name)])
+    };
+    let mut server = Server::start_with(on_database(&exchange.name));
+    for _ in 0..2 {
+        server.admin().data(ADJUST, json!({ "p": p, "d": 1 })).await;
+    }
+    wait_for_outbox(&server.admin(), json!({ "pending": 0 })).await;
+    server.terminate();
+    let seen = all.take(3, WAIT).await;
+
+    // Restored: its next events would take positions 2 and 3 again, with other ids.
+    for (to, from) in live.iter().zip(&saved) {
+        let _ = std::fs::remove_file(to);
+        if from.exists() {
+            std::fs::copy(from, to).expect("restore");
+        }
+    }
+    let server = Server::start_with(on_database(&exchange.name));
+    let admin = server.admin();
+    for _ in 0..2 {
+        admin.data(ADJUST, json!({ "p": p, "d": -1 })).await;
+    }
+    let ready = eventually(WAIT, "the conflict is reported", || async {
+        let (_, body) = admin.readyz().await;
+        match body["broker"].as_str() {
+            Some("conflict") => Ok(body),
+            other => Err(format!("broker {other:?}: {body}")),
+        }
+    })
+    .await;
+    assert!(
+        ready["brokerError"]
+            .as_str()
+            .is_some_and(|e| e.contains(&exchange.name)),
+        "{ready}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let outbox = admin.data("{ outbox { pending } }", json!({})).await;
+    assert_eq!(outbox["outbox"]["pending"], 2, "the events stay pending");
+    assert!(
+        all.drain(Duration::from_millis(500)).await.is_empty(),
+        "nothing reaches the consumers after {seen:?}"
+    );
+    drop(server);
+
+    // The way out: a new exchange; what was pending goes there, in order.
+    let fresh = Exchange::declare().await;
+    let mut moved = fresh.queue("inventory.#", FieldTable::default()).await;
+    let server = Server::start_with(on_database(&fresh.name));
+    wait_for_outbox(&server.admin(), json!({ "pending": 0 })).await;
+    let log = events(&server.admin(), 3).await;
+    let messages = moved.take(2, WAIT).await;
+    assert_messages_match_log(&messages, &log[1..]);
+    drop(server);
+    drop(dir);
+    exchange.delete().await;
+    fresh.delete().await;
+}

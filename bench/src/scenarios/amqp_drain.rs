@@ -149,10 +149,13 @@ async fn wait_for_messages(channel: &Channel, queue: &str, count: usize) -> Benc
 }
 
 async fn delete(channel: &Channel, exchange: &str, queue: &str) -> BenchResult<()> {
-    channel
-        .queue_delete(queue.into(), Default::default())
-        .await
-        .map_err(text)?;
+    // The server's top marker queue (`<exchange>.top`) too; the baseline has none.
+    for queue in [queue.to_owned(), format!("{exchange}.top")] {
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .map_err(text)?;
+    }
     channel
         .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
         .await

@@ -94,9 +94,16 @@ impl Exchange {
         }
     }
 
-    /// Deletes the exchange.
+    /// Deletes the exchange and the server's top marker queue beside it.
     pub async fn delete(self) {
         let channel = self.connection.create_channel().await.expect("channel");
+        channel
+            .queue_delete(
+                format!("{}.top", self.name).as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await
+            .expect("delete the top marker queue");
         channel
             .exchange_delete(self.name.as_str().into(), ExchangeDeleteOptions::default())
             .await

@@ -104,3 +104,25 @@ pub(super) fn decode(data: &[u8], properties: &BasicProperties) -> Option<Envelo
         dead_at: None,
     }))
 }
+
+/// The top marker: where the latest batch ended.
+#[derive(Serialize, Deserialize)]
+struct TopMarker {
+    position: i64,
+    id: Uuid,
+}
+
+/// The top marker's body for `last`, the last event of a batch.
+pub(super) fn top_marker(last: &Outgoing) -> Vec<u8> {
+    let marker = TopMarker {
+        position: last.position,
+        id: last.id,
+    };
+    serde_json::to_vec(&marker).unwrap_or_default()
+}
+
+/// The place and id a top marker names (`None` for a body that is not one).
+pub(super) fn read_top_marker(data: &[u8]) -> Option<(i64, Uuid)> {
+    let marker: TopMarker = serde_json::from_slice(data).ok()?;
+    Some((marker.position, marker.id))
+}

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
 mod message;
 
@@ -121,8 +121,50 @@ impl AmqpBroker {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| self.down(e))?;
+        let mut newest_only = FieldTable::default();
+        newest_only.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(self.top_queue().into(), durable, newest_only)
+            .await
+            .map_err(|e| self.down(e))?;
         *slot = Some((connection, channel.clone()));
         Ok(channel)
+    }
+
+    /// `<exchange>.top`: a durable queue holding one message, the place and id of the last
+    /// event of the latest batch, so a relay can check at start that the exchange carries this
+    /// database's history (`Broker::top`, read by the relay's identity check).
+    fn top_queue(&self) -> String {
+        format!("{}.top", self.exchange)
+    }
+
+    /// Replaces the top marker with the last of `sent` (confirmed with the batch; a marker
+    /// that does not make it only leaves an older one, which the check accepts too).
+    async fn mark_top(
+        &self,
+        channel: &Channel,
+        sent: Option<&Outgoing>,
+    ) -> Result<Option<lapin::PublisherConfirm>, BrokerDown> {
+        let Some(last) = sent else {
+            return Ok(None);
+        };
+        let marker = message::top_marker(last);
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                self.top_queue().into(),
+                BasicPublishOptions::default(),
+                &marker,
+                persistent,
+            )
+            .await
+            .map_err(|e| self.down(e))?;
+        Ok(Some(confirm))
     }
 
     /// Drops the publishing connection after a failure, so the next call reconnects.
@@ -217,6 +259,8 @@ impl AmqpBroker {
                 .map_err(|e| self.down(e))?;
             confirms.push(Some(confirm));
         }
+        let sent = events[..confirms.iter().flatten().count()].last();
+        let top = self.mark_top(channel, sent).await?;
         let mut deliveries = Vec::with_capacity(confirms.len());
         for confirm in confirms {
             let Some(confirm) = confirm else {
@@ -240,6 +284,11 @@ impl AmqpBroker {
             if !taken {
                 break;
             }
+        }
+        if let Some(top) = top
+            && !top.await.map_err(|e| self.down(e))?.is_ack()
+        {
+            tracing::debug!("RabbitMQ did not take the top marker; the older one stands");
         }
         Ok(deliveries)
     }
@@ -313,6 +362,26 @@ impl Broker for AmqpBroker {
 
     fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    fn top(&self) -> BoxFuture<'_, Result<Option<(i64, Uuid)>, BrokerDown>> {
+        Box::pin(async move {
+            let channel = self.channel().await?;
+            let peek = BasicGetOptions { no_ack: false };
+            let got = channel
+                .basic_get(self.top_queue().into(), peek)
+                .await
+                .map_err(|e| self.down(e))?;
+            let Some(got) = got else {
+                return Ok(None);
+            };
+            let top = message::read_top_marker(&got.delivery.data);
+            got.delivery
+                .reject(BasicRejectOptions { requeue: true })
+                .await
+                .map_err(|e| self.down(e))?;
+            Ok(top)
+        })
     }
 
     fn destination(&self) -> String {
