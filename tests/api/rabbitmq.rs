@@ -1,8 +1,9 @@
 //! RabbitMQ as the broker (`--amqp-url`), against the machine's RabbitMQ with an exchange per
 //! test: the messages, their properties and their order are the log; a queue bound narrower gets
 //! only its events; a nacked message follows the retry, dead and redrive rules; RabbitMQ cut
-//! off (through a proxy the test controls) loses nothing; a server killed mid-burst repeats at
-//! most what a consumer drops by `message_id`; both brokers at once are refused.
+//! off or behind a blackhole (through a proxy the test controls) loses nothing; a server killed
+//! mid-burst repeats at most what a consumer drops by `message_id`; a restored database
+//! publishes nothing over what consumers saw; both brokers at once, or `amqps://`, are refused.
 
 use std::process::Command;
 use std::time::Duration;
@@ -152,6 +153,20 @@ async fn a_nacked_event_goes_dead_and_is_redriven_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rabbitmq_cut_off_keeps_writes_working_and_delivers_everything_after() {
+    lost_mid_load(Proxy::cut).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_behind_a_blackhole_keeps_writes_working_and_delivers_everything_after() {
+    // Nothing answers and nothing is reset: a publish waits for confirms that never come,
+    // gives up after 10 s, and RabbitMQ counts as down until a new connection works.
+    lost_mid_load(Proxy::blackhole).await;
+}
+
+/// Writes through a server whose RabbitMQ connection is lost (`lose`) mid-load: writes keep
+/// working, readiness and `health` say the broker is down, the outbox grows; once the
+/// connection is back, every event arrives, in log order (repeats dropped).
+async fn lost_mid_load(lose: fn(&Proxy)) {
     let exchange = Exchange::declare().await;
     let mut all = exchange.queue("inventory.#", FieldTable::default()).await;
     let proxy = Proxy::start("127.0.0.1:5672").await;
@@ -169,7 +184,7 @@ async fn rabbitmq_cut_off_keeps_writes_working_and_delivers_everything_after() {
         })
     };
     let mut messages = all.take(20, WAIT).await;
-    proxy.cut();
+    lose(&proxy);
     eventually(WAIT, "readiness says the broker is down", || async {
         let (_, ready) = admin.readyz().await;
         match ready["broker"].as_str() {
