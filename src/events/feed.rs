@@ -242,8 +242,9 @@ async fn fill_from_log(feed: &Feed, mut position: i64) -> i64 {
     let everything = EventSelector::default();
     match read_log(&feed.db, position, &everything, wanted.min(CATCH_UP_BATCH)).await {
         Ok(rows) => {
-            metrics::counter!("stockroom_feed_filled_from_log_total").increment(rows.len() as u64);
+            let filled = metrics::counter!("stockroom_feed_filled_from_log_total");
             for row in rows.into_iter().filter(|r| r.published_at.is_some()) {
+                filled.increment(1);
                 position = forward_one(feed, position, Arc::new(row));
             }
         }

@@ -237,9 +237,12 @@ impl AmqpBroker {
         published_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Delivery>, BrokerDown> {
         let mut confirms = Vec::with_capacity(events.len());
+        // An event whose stored payload is not JSON ends the batch: it is rejected after the
+        // ones before it are confirmed.
+        let mut unreadable = false;
         for e in events {
             let Some((body, properties)) = message(e, published_at) else {
-                confirms.push(None);
+                unreadable = true;
                 break;
             };
             let routing_key = format!("inventory.{}", e.event_type);
@@ -257,16 +260,13 @@ impl AmqpBroker {
                 )
                 .await
                 .map_err(|e| self.down(e))?;
-            confirms.push(Some(confirm));
+            confirms.push(confirm);
         }
-        let sent = events[..confirms.iter().flatten().count()].last();
-        let top = self.mark_top(channel, sent).await?;
-        let mut deliveries = Vec::with_capacity(confirms.len());
+        let top = self
+            .mark_top(channel, events[..confirms.len()].last())
+            .await?;
+        let mut deliveries = Vec::with_capacity(events.len());
         for confirm in confirms {
-            let Some(confirm) = confirm else {
-                deliveries.push(Delivery::Rejected("payload is not JSON".to_owned()));
-                break;
-            };
             let delivery = match confirm.await.map_err(|e| self.down(e))? {
                 Confirmation::Ack(None) | Confirmation::NotRequested => Delivery::Published,
                 Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
@@ -284,6 +284,9 @@ impl AmqpBroker {
             if !taken {
                 break;
             }
+        }
+        if unreadable && deliveries.iter().all(|d| *d == Delivery::Published) {
+            deliveries.push(Delivery::Rejected("payload is not JSON".to_owned()));
         }
         if let Some(top) = top
             && !top.await.map_err(|e| self.down(e))?.is_ack()
